@@ -1,0 +1,178 @@
+"""Print a model the way `docker compose config` does, so outputs can be diffed.
+
+JSON follows Go's encoding/json (two-space indent, `<>&` escaped, floats
+without a trailing `.0`); YAML follows Go's yaml.v3 encoder (block style,
+sequences indented under their key, strings quoted only when they would
+otherwise read back as something else).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from orchestrator.spec.yamlfile import go_float, resolve_plain
+
+
+def to_json(data: Any) -> str:
+    text = json.dumps(_go_numbers(data), indent=2, ensure_ascii=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _go_numbers(value: Any) -> Any:
+    """Whole floats as ints: Go prints 1000.0 as 1000 (below 1e21, where it turns to 1e+21)."""
+    if isinstance(value, dict):
+        return {k: _go_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def to_yaml(data: Any) -> str:
+    lines: list[str] = []
+    _emit(data, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _emit(value: Any, indent: int, lines: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            head = f"{pad}{yaml_scalar(str(key))}:"
+            _emit_child(head, item, indent, lines)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict) and item:
+                first = True
+                for key, sub in item.items():
+                    prefix = f"{pad}- " if first else f"{pad}  "
+                    first = False
+                    _emit_child(f"{prefix}{yaml_scalar(str(key))}:", sub, indent + 2, lines)
+            else:
+                _emit_child(f"{pad}-", item, indent, lines, in_list=True)
+    else:
+        lines.append(pad + yaml_scalar(value))
+
+
+def _emit_child(head: str, item: Any, indent: int, lines: list[str], in_list: bool = False) -> None:
+    if isinstance(item, dict) and item:
+        lines.append(head)
+        _emit(item, indent + 2 if not in_list else indent + 2, lines)
+    elif isinstance(item, list) and item:
+        lines.append(head)
+        _emit(item, indent + 2, lines)
+    elif isinstance(item, str) and "\n" in item and _literal_ok(item):
+        chomp = "-" if not item.endswith("\n") else ("+" if item.endswith("\n\n") else "")
+        lines.append(f"{head} |{chomp}")
+        body = item[:-1] if item.endswith("\n") and chomp == "" else item
+        if chomp == "+":
+            body = item[:-1]
+        for line in body.split("\n"):
+            lines.append(" " * (indent + 2) + line if line else "")
+    else:
+        lines.append(f"{head} {yaml_scalar(item)}")
+
+
+_OLD_BOOLS = {
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
+    "on", "On", "ON", "off", "Off", "OFF",
+}
+_TIMESTAMP = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([Tt ].*)?$")
+_INDICATORS = set("-?:,[]{}#&*!|>'\"%@`")
+_FLOW = set(",?[]{}")
+
+
+def yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return go_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _yaml_string(str(value))
+
+
+def _yaml_string(text: str) -> str:
+    if (
+        text == ""
+        or text in _OLD_BOOLS
+        or not isinstance(resolve_plain(text), str)
+        or _TIMESTAMP.match(text)
+    ):
+        return _double_quoted(text)
+    if any(not _printable(c) for c in text):
+        return _double_quoted(text)
+    if _plain_ok(text):
+        return text
+    if "\n" not in text:
+        return "'" + text.replace("'", "''") + "'"
+    return _double_quoted(text)
+
+
+def _printable(char: str) -> bool:
+    code = ord(char)
+    return (
+        code == 0x0A
+        or 0x20 <= code <= 0x7E
+        or code == 0x85
+        or (0xA0 <= code <= 0xD7FF)
+        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def _plain_ok(text: str) -> bool:
+    if text[0] in " \t" or text[-1] in " \t" or "\n" in text:
+        return False
+    if text.startswith(("---", "...")):
+        return False
+    first = text[0]
+    if first in _INDICATORS and not (
+        first in "-?:" and len(text) > 1 and text[1] not in " \t"
+    ):
+        return False
+    return not (": " in text or " #" in text or text.endswith(":"))
+
+
+def _literal_ok(text: str) -> bool:
+    if any(not _printable(c) for c in text):
+        return False
+    return not any(line != line.rstrip(" \t") and line.strip() for line in text.split("\n"))
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"}
+
+
+def _double_quoted(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif not _printable(char):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
