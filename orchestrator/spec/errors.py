@@ -60,7 +60,8 @@ class StackError(Exception):
         text = ": ".join([*parts, self.message])
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        # One line, always: a quoted user value must not break it.
+        return " ".join(text.splitlines())
 
 
 class SourceMap:

@@ -135,6 +135,13 @@ def parse_yaml(text: str, filename: str) -> Document:
             where = Location(filename, mark.line + 1, mark.column + 1)
         problem = exc.problem or exc.context or "invalid YAML"
         raise StackError(f"invalid YAML: {problem}", location=where) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise StackError(
+            f"invalid YAML: character {exc.character!r} is not allowed in a YAML file",
+            location=Location(filename, line, col),
+        ) from None
     except yaml.YAMLError as exc:
         raise StackError(f"invalid YAML: {exc}", location=filename) from None
     except (ValueError, UnicodeError) as exc:

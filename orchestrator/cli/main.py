@@ -1,0 +1,82 @@
+"""The `stack` command line.
+
+Starts fast: each command imports only what it needs, so `stack version`
+loads no YAML and `stack config` loads no engine client. A user's mistake
+ends in one line on stderr and exit code 1; a usage mistake exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack",
+        description="Declarative multi-container stacks from compose files.",
+    )
+    parser.add_argument("-f", "--file", dest="files", action="append", default=[],
+                        metavar="FILE", help="stack file (repeatable; '-' reads stdin)")
+    parser.add_argument("-p", "--project-name", metavar="NAME", help="project name")
+    parser.add_argument("--project-directory", metavar="DIR",
+                        help="project directory (default: the first file's directory)")
+    parser.add_argument("--env-file", dest="env_files", action="append", default=[],
+                        metavar="FILE", help="environment file (repeatable; default: .env)")
+    parser.add_argument("--profile", dest="profiles", action="append", default=[],
+                        metavar="NAME", help="enable a profile (repeatable)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    config = commands.add_parser("config", help="validate and print the normalized stack")
+    config.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    config.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    config.add_argument("-q", "--quiet", action="store_true", help="only validate")
+    config.add_argument("--no-interpolate", action="store_true",
+                        help="do not substitute ${VARIABLES}")
+    listing = config.add_mutually_exclusive_group()
+    for name in ("services", "volumes", "networks", "images", "profiles"):
+        listing.add_argument(f"--{name}", dest=f"list_{name}", action="store_true",
+                             help=f"print the {name}, one a line")
+
+    graph = commands.add_parser("graph", help="draw the service dependency graph")
+    graph.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
+
+    version = commands.add_parser("version", help="print the version")
+    version.add_argument("--short", action="store_true", help="print only the number")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        from orchestrator import __version__
+
+        print(__version__ if args.short else f"stack version {__version__}")
+        return 0
+
+    from orchestrator.spec.errors import StackError
+
+    try:
+        if args.command == "config":
+            from .config import run_config
+
+            return run_config(args)
+        if args.command == "graph":
+            from .config import run_graph
+
+            return run_graph(args)
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

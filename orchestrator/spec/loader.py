@@ -1,0 +1,130 @@
+"""The pipeline: stack files in, one validated `Stack` out.
+
+Each stage lives in its own module and is testable alone; this module only
+puts them in order. Per file: parse -> interpolate -> schema -> canonical
+(short syntax to long) -> paths -> extends -> include. Then the files merge
+in command-line order, and the merged document is normalized, filtered by
+profiles and checked as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from .discovery import STDIN, ProjectFiles, ProjectOptions, project_name_for, resolve_project
+from .errors import SourceMap, StackError, Warnings
+from .extends import apply_extends
+from .include import apply_include
+from .interpolate import interpolate
+from .merge import merge_documents
+from .model import Stack
+from .normalize import normalize
+from .paths import resolve_paths
+from .profiles import all_profiles, apply_profiles
+from .schema import validate_schema
+from .transform import apply_defaults, canonical
+from .validate import validate_host_ports, validate_model
+from .yamlfile import Document, parse_yaml
+
+
+def load_stack(options: ProjectOptions) -> Stack:
+    warnings = Warnings()
+    project = resolve_project(options, warnings)
+    reader = _FileReader(options.interpolate, warnings)
+    document = reader.load_project(project.files, project.directory, project.environment)
+    data = apply_defaults(document.data, project.directory)
+    name = project_name_for(project, data.get("name"))
+    data = normalize(data, name, project.directory, project.environment, document.source)
+    declared = all_profiles(data)
+    enabled = apply_profiles(data, set(project.profiles))
+    disabled = {
+        name: service
+        for name, service in data.get("services", {}).items()
+        if name not in enabled.get("services", {})
+    }
+    validate_model(enabled, document.source, disabled=disabled)
+    validate_host_ports(enabled, document.source)
+    data = enabled
+    return Stack(name, project.directory, project.files, data, document.source,
+                 warnings.messages, declared)
+
+
+class _FileReader:
+    """Reads files through the per-file stages, once each, for extends and include too."""
+
+    def __init__(self, interpolate: bool, warnings: Warnings) -> None:
+        self.interpolate = interpolate
+        self.warnings = warnings
+        self.cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], Document] = {}
+
+    def load_project(
+        self, files: list[str], directory: str, environment: Mapping[str, str]
+    ) -> Document:
+        """The files read and merged in order, as one document.
+
+        Every file's relative paths are taken against the project directory,
+        as compose does for `-f` overrides.
+        """
+        data: dict = {}
+        source = SourceMap(files[0] if files else "")
+        for path in files:
+            document = self.load_file(path, directory, environment)
+            data = merge_documents(data, document.data, document.tags, source, document.source)
+        return Document(files[0] if files else "", data, source, {})
+
+    def load_file(self, path: str, base_dir: str, environment: Mapping[str, str]) -> Document:
+        """One file through every per-file stage, extends and include resolved."""
+        document = self._prepared(path, base_dir, environment)
+        document = apply_extends(
+            document, lambda other: self._prepared(other, os.path.dirname(other), environment)
+        )
+        return apply_include(document, self._include_loader(environment), base_dir=base_dir)
+
+    def _prepared(self, path: str, base_dir: str, environment: Mapping[str, str]) -> Document:
+        """One file parsed, interpolated, checked, in long syntax, with absolute paths.
+
+        Cached: a file that several services extend is read once.
+        """
+        key = (path, base_dir, tuple(sorted(environment.items())))
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        document = parse_yaml(_read(path), path)
+        data = document.data
+        if self.interpolate:
+            data = interpolate(data, environment, document.source, self.warnings)
+        data = validate_schema(data, document.source)
+        data = canonical(data, document.source)
+        data = resolve_paths(data, base_dir)
+        document = document._replace(data=data)
+        self.cache[key] = document
+        return document
+
+    def _include_loader(self, environment: Mapping[str, str]):
+        def load_included(paths: list[str], directory: str, env_files: list[str]) -> Document:
+            """An included project sees ours, with its env files' values on top (as compose)."""
+            from .dotenv import read_dotenv
+
+            scoped = dict(environment)
+            for env_file in env_files:
+                scoped.update(read_dotenv(env_file, scoped))
+            return self.load_project(paths, directory, scoped)
+
+        return load_included
+
+
+def _read(path: str) -> str:
+    if path == STDIN:
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError:
+        raise StackError("the file is not valid UTF-8 text", location=path) from None
+    except OSError as exc:
+        raise StackError(f"cannot read the file: {exc.strerror}", location=path) from None
+
+
+__all__ = ["ProjectFiles", "ProjectOptions", "load_stack"]
