@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.spec.errors import StackError
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -71,11 +75,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_graph(args)
     except StackError as error:
+        _shorten_location(error)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     except BrokenPipeError:
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
+
+
+def _shorten_location(error: StackError) -> None:
+    """Name files below the working directory relatively, as the user typed them."""
+    import os
+
+    location = error.location
+    file = getattr(location, "file", location)
+    if not isinstance(file, str) or not os.path.isabs(file):
+        return
+    relative = os.path.relpath(file)
+    if not relative.startswith(".."):
+        error.location = location._replace(file=relative) if file is not location else relative
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .merge import merge_documents
 from .model import Stack
 from .normalize import normalize
 from .paths import resolve_paths
-from .profiles import all_profiles, apply_profiles
+from .profiles import all_profiles, apply_profiles, disabled_services
 from .schema import validate_schema
 from .transform import apply_defaults, canonical
 from .validate import validate_host_ports, validate_model
@@ -34,19 +34,15 @@ def load_stack(options: ProjectOptions) -> Stack:
     project = resolve_project(options, warnings)
     reader = _FileReader(options.interpolate, warnings)
     document = reader.load_project(project.files, project.directory, project.environment)
-    data = apply_defaults(document.data, project.directory)
+    data = document.data
     name = project_name_for(project, data.get("name"))
-    data = normalize(data, name, project.directory, project.environment, document.source)
     declared = all_profiles(data)
-    enabled = apply_profiles(data, set(project.profiles))
-    disabled = {
-        name: service
-        for name, service in data.get("services", {}).items()
-        if name not in enabled.get("services", {})
-    }
-    validate_model(enabled, document.source, disabled=disabled)
-    validate_host_ports(enabled, document.source)
-    data = enabled
+    disabled = disabled_services(data, set(project.profiles))
+    data = apply_profiles(data, set(project.profiles))
+    data = normalize(data, name, project.directory, project.environment, document.source,
+                     warnings)
+    validate_model(data, document.source, disabled=disabled)
+    validate_host_ports(data, document.source)
     return Stack(name, project.directory, project.files, data, document.source,
                  warnings.messages, declared)
 
@@ -72,6 +68,7 @@ class _FileReader:
         for path in files:
             document = self.load_file(path, directory, environment)
             data = merge_documents(data, document.data, document.tags, source, document.source)
+        apply_defaults(data, directory)
         return Document(files[0] if files else "", data, source, {})
 
     def load_file(self, path: str, base_dir: str, environment: Mapping[str, str]) -> Document:
