@@ -68,6 +68,8 @@ def find_cases(corpus_dir: str) -> list[str]:
     root = os.path.join(corpus_dir, "cases")
     if not os.path.isdir(root):
         root = corpus_dir
+    if not os.path.isdir(root):
+        return []
     cases = []
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
@@ -163,9 +165,7 @@ def service_view(svc: Any, field: str) -> Any:
         return sorted(svc.get("networks") or {})
     if field == "depends_on":
         deps = svc.get("depends_on") or {}
-        return {
-            k: (v.get("condition") if isinstance(v, dict) else v) for k, v in deps.items()
-        }
+        return {k: (v.get("condition") if isinstance(v, dict) else v) for k, v in deps.items()}
     if field == "volumes":
         return [v.get("target") if isinstance(v, dict) else v for v in svc.get("volumes") or []]
     raise ValueError(field)
@@ -185,8 +185,9 @@ def compare_fields(expected: dict, ours: dict) -> dict[str, list[str]]:
             want = service_view(exp_svcs.get(name, {}), field)
             got = service_view(our_svcs.get(name, {}), field)
             if want != got:
-                diffs[field].append(f"services.{name}.{field}: compose {short(want)}"
-                                    f" / stack {short(got)}")
+                diffs[field].append(
+                    f"services.{name}.{field}: compose {short(want)} / stack {short(got)}"
+                )
     return diffs
 
 
@@ -266,7 +267,7 @@ def check_case(case: str, prefix: list[str], extra_env: dict[str, str], timeout:
     result["full"] = expected == ours
     if not result["full"]:
         result["notes"] += ["full: " + d for d in json_diffs(expected, ours)]
-    result["notes"] = result["notes"][:MAX_DIFFS * 2]
+    result["notes"] = result["notes"][: MAX_DIFFS * 2]
     return result
 
 
@@ -302,19 +303,25 @@ def summary(results: list[dict]) -> str:
         row("accept/reject agreement", agree),
         row("  both accept", count(lambda r: r["compose_ok"] and r["stack_ok"])),
         row("  both reject", count(lambda r: r["compose_ok"] is False and not r["stack_ok"])),
-        row("  compose accepts, stack rejects", count(lambda r: r["compose_ok"]
-                                                      and not r["stack_ok"])),
-        row("  compose rejects, stack accepts", count(lambda r: r["compose_ok"] is False
-                                                      and r["stack_ok"])),
+        row(
+            "  compose accepts, stack rejects",
+            count(lambda r: r["compose_ok"] and not r["stack_ok"]),
+        ),
+        row(
+            "  compose rejects, stack accepts",
+            count(lambda r: r["compose_ok"] is False and r["stack_ok"]),
+        ),
         row("  stack crashed (traceback)", count(lambda r: r["stack_status"] == "crash")),
         row("  stack timed out", count(lambda r: r["stack_status"] == "timeout")),
+        row("  stack could not be run", count(lambda r: r["stack_status"] == "error")),
         row("  stack printed invalid JSON", count(lambda r: r["stack_status"] == "bad-json")),
         "when both accept, agreement on:",
     ]
     for field in FIELDS + ("full",):
         label = "  full JSON equal" if field == "full" else f"  {field}"
-        lines.append(row(label, lambda rs, f=field: pct(
-            sum(1 for r in both(rs) if r.get(f)), len(both(rs)))))
+        lines.append(
+            row(label, lambda rs, f=field: pct(sum(1 for r in both(rs) if r.get(f)), len(both(rs))))
+        )
     return "\n".join(lines)
 
 
@@ -322,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("corpus_dir")
     parser.add_argument("--stack", help="command line of our CLI (default: stack)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="print the first differences of every disagreeing case")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the first differences of every disagreeing case",
+    )
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 4)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per case")
     parser.add_argument("--only", help="only cases whose name contains this text")
@@ -342,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return check_case(case, prefix, extra_env, args.timeout)
         except Exception as exc:  # a broken case must not stop the run
-            return {"case": os.path.basename(case), "kind": "broken-case", "compose_ok": None,
-                    "stack_ok": None, "stack_status": "n/a", "notes": [repr(exc)]}
+            return {
+                "case": os.path.basename(case),
+                "kind": "broken-case",
+                "compose_ok": None,
+                "stack_ok": None,
+                "stack_status": "n/a",
+                "notes": [repr(exc)],
+            }
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         results = list(pool.map(safe_check, cases))

@@ -16,6 +16,17 @@ from typing import Any
 from orchestrator.spec.yamlfile import go_float, resolve_plain
 
 
+def escape_dollars(value: Any) -> Any:
+    """Every `$` in keys and strings doubled, as compose writes an interpolated model."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {escape_dollars(k): escape_dollars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_dollars(v) for v in value]
+    return value
+
+
 def to_json(data: Any) -> str:
     text = json.dumps(_go_numbers(data), indent=2, ensure_ascii=False)
     return (

@@ -115,7 +115,8 @@ def _plain(name: str, get: Getter, on_unset: Callable[[str], None]) -> str:
 
 def _braced(text: str, get: Getter, on_unset: Callable[[str], None]) -> str:
     """Replace one `${...}` match (which may run past its closing brace)."""
-    close = _closing_brace(text)
+    # With a single `{` the first `}` closes it, which spares the count.
+    close = text.find("}") if text.count("{") == 1 else _closing_brace(text)
     rest = ""
     if close > -1:
         text, rest = text[: close + 1], text[close + 1 :]
@@ -126,7 +127,9 @@ def _braced(text: str, get: Getter, on_unset: Callable[[str], None]) -> str:
         return _plain(name, get, on_unset)
 
     operator = body[name_end : name_end + 2] if body[name_end] == ":" else body[name_end]
-    argument = _substitute(body[name_end + len(operator) :], get, on_unset)
+    argument = body[name_end + len(operator) :]
+    if "$" in argument:
+        argument = _substitute(argument, get, on_unset)
     value = get(name)
     kind = operator[-1]
     needs_content = operator[0] == ":"
@@ -225,25 +228,60 @@ class _Walker:
         self.warnings = warnings
 
     def walk(self, value: Any, path: Path, casts: _CastNode | None) -> Any:
+        """Copy `value`, substituting and casting where the cast table says."""
+        if casts is None:
+            return self.copy(value, path)
         kind = type(value)
         if kind is str:
             if "$" in value:
                 value = self.substitute(value, path)
-            if casts is not None and casts[0] is not None:
-                return casts[0](value, self, path)
-            return value
+            return value if casts[0] is None else casts[0](value, self, path)
         if kind is dict:
-            if casts is None:
-                return {k: self.walk(v, path + (k,), None) for k, v in value.items()}
             children = casts[1]
             wildcard = children.get("*")
-            return {
-                k: self.walk(v, path + (k,), children.get(k, wildcard) if type(k) is str else None)
-                for k, v in value.items()
-            }
+            out = {}
+            for key, item in value.items():
+                below = children.get(key, wildcard) if type(key) is str else None
+                if below is not None:
+                    out[key] = self.walk(item, path + (key,), below)
+                elif type(item) is str and "$" not in item:
+                    out[key] = item
+                else:
+                    out[key] = self.copy(item, path + (key,))
+            return out
         if kind is list:
-            item_casts = casts[1].get("[]") if casts is not None else None
+            item_casts = casts[1].get("[]")
             return [self.walk(v, path + (i,), item_casts) for i, v in enumerate(value)]
+        return value
+
+    def copy(self, value: Any, path: Path) -> Any:
+        """Copy `value`, substituting strings; most of a file goes through here,
+        so leaves are handled inline rather than by a call each."""
+        kind = type(value)
+        if kind is str:
+            return self.substitute(value, path) if "$" in value else value
+        if kind is dict:
+            out = {}
+            for key, item in value.items():
+                kind = type(item)
+                if kind is str:
+                    out[key] = self.substitute(item, path + (key,)) if "$" in item else item
+                elif kind is dict or kind is list:
+                    out[key] = self.copy(item, path + (key,))
+                else:
+                    out[key] = item
+            return out
+        if kind is list:
+            items = []
+            for index, item in enumerate(value):
+                kind = type(item)
+                if kind is str:
+                    items.append(self.substitute(item, path + (index,)) if "$" in item else item)
+                elif kind is dict or kind is list:
+                    items.append(self.copy(item, path + (index,)))
+                else:
+                    items.append(item)
+            return items
         return value
 
     def substitute(self, text: str, path: Path) -> str:

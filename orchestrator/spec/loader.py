@@ -17,7 +17,7 @@ from .discovery import STDIN, ProjectFiles, ProjectOptions, project_name_for, re
 from .errors import SourceMap, StackError, Warnings
 from .extends import apply_extends
 from .include import apply_include
-from .interpolate import interpolate
+from .interpolate import interpolate, substitute
 from .merge import merge_documents
 from .model import Stack
 from .normalize import normalize
@@ -33,14 +33,17 @@ def load_stack(options: ProjectOptions) -> Stack:
     warnings = Warnings()
     project = resolve_project(options, warnings)
     reader = _FileReader(options.interpolate, warnings)
-    document = reader.load_project(project.files, project.directory, project.environment)
+    name = project_name_for(project, reader.declared_name(project.files, project.environment))
+    # As in compose, the files can refer to the project's final name and to
+    # the working directory even when the environment does not define them.
+    environment = {"PWD": options.cwd or os.getcwd(), **project.environment,
+                   "COMPOSE_PROJECT_NAME": name}
+    document = reader.load_project(project.files, project.directory, environment)
     data = document.data
-    name = project_name_for(project, data.get("name"))
     declared = all_profiles(data)
     disabled = disabled_services(data, set(project.profiles))
     data = apply_profiles(data, set(project.profiles))
-    data = normalize(data, name, project.directory, project.environment, document.source,
-                     warnings)
+    data = normalize(data, name, project.directory, environment, document.source, warnings)
     validate_model(data, document.source, disabled=disabled)
     validate_host_ports(data, document.source)
     return Stack(name, project.directory, project.files, data, document.source,
@@ -54,6 +57,28 @@ class _FileReader:
         self.interpolate = interpolate
         self.warnings = warnings
         self.cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], Document] = {}
+        self.parsed: dict[str, Document] = {}
+
+    def declared_name(self, files: list[str], environment: Mapping[str, str]) -> str | None:
+        """The top-level `name:` the files give (the last one wins), interpolated."""
+        name = None
+        for path in files:
+            declared = self._parse(path).data.get("name")
+            if isinstance(declared, str):
+                name = declared
+        if name is not None and self.interpolate:
+            try:
+                name = substitute(name, environment, self.warnings)
+            except StackError:
+                return None  # reported with its location when the file is interpolated
+        return name
+
+    def _parse(self, path: str) -> Document:
+        """A file's YAML, parsed once (stdin can be read only once)."""
+        document = self.parsed.get(path)
+        if document is None:
+            document = self.parsed[path] = parse_yaml(_read(path), path)
+        return document
 
     def load_project(
         self, files: list[str], directory: str, environment: Mapping[str, str]
@@ -88,7 +113,7 @@ class _FileReader:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        document = parse_yaml(_read(path), path)
+        document = self._parse(path)
         data = document.data
         if self.interpolate:
             data = interpolate(data, environment, document.source, self.warnings)

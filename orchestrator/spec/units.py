@@ -335,13 +335,14 @@ def parse_volume_spec(spec: str) -> dict[str, Any]:
     volume["target"] = clean_path(target) if target else ""
     if read_only:
         volume["read_only"] = True
+    # Compose keeps SELinux relabelling and propagation options under `bind`
+    # even for a named volume.
+    options = {key: bind[key] for key in ("selinux", "propagation") if key in bind}
     if is_bind:
-        volume["bind"] = {
-            **({"selinux": bind["selinux"]} if "selinux" in bind else {}),
-            **({"propagation": bind["propagation"]} if "propagation" in bind else {}),
-            "create_host_path": True,
-        }
+        volume["bind"] = {**options, "create_host_path": True}
     else:
+        if options:
+            volume["bind"] = options
         volume["volume"] = {"nocopy": True} if nocopy else {}
     return volume
 

@@ -328,3 +328,15 @@ def test_input_is_not_modified():
     doc = parse_yaml("services:\n  a:\n    image: x\n    ports: ['80']\n", "c.yaml")
     canonical(doc.data, doc.source)
     assert doc.data["services"]["a"]["ports"] == ["80"]
+
+
+def test_selinux_and_propagation_options_of_a_named_volume_stay_under_bind() -> None:
+    from orchestrator.spec.units import parse_volume_spec
+
+    assert parse_volume_spec("vv:/w:z,nocopy,rprivate") == {
+        "type": "volume",
+        "source": "vv",
+        "target": "/w",
+        "bind": {"selinux": "z", "propagation": "rprivate"},
+        "volume": {"nocopy": True},
+    }
