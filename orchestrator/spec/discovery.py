@@ -79,7 +79,7 @@ def resolve_project(options: ProjectOptions, warnings: Warnings) -> ProjectFiles
         for path in paths:
             if not os.path.isfile(path):
                 raise StackError("env file not found", location=path)
-            env.update(read_dotenv(path, {**env, **environ}))
+            env.update(read_dotenv(path, environ, earlier=env))
         env.update(environ)
         return env
 

@@ -14,8 +14,8 @@ this follows compose statement by statement:
   \\\\ \\" \\$` and octal `\\0ooo`. After a closing quote, parsing simply goes
   on, so `A="x" # note` is fine and `A="x"B=y` sets both.
 * Unquoted and double-quoted values are interpolated like a stack file (see
-  `interpolate.py`); a variable is looked up in `lookup` FIRST and then among
-  the keys set earlier in the file, which is compose's order.
+  `interpolate.py`); a variable is looked up in `lookup` FIRST and only then
+  among the keys set above it, which is compose's order.
 * Full-line `#` comments and blank lines are skipped; a UTF-8 BOM is ignored.
 """
 
@@ -32,21 +32,33 @@ _WHITE_SPACE = frozenset(
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
     "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+_WHITE_SPACE_CHARS = "".join(_WHITE_SPACE)
 # What compose skips around keys and values: white space except line breaks.
 _BLANK = frozenset("\t\v\f\r \x85\xa0")
 _KEY_PUNCTUATION = frozenset("_.-[]")
 _EXPORT = re.compile(r"export[\t\n\f\r ]+")
 _ESCAPE = re.compile(r"\\(?:[abcfnrtv$\"\\]|0[0-9]{0,3})")
 _SIMPLE_ESCAPES = {
-    "\\a": "\a", "\\b": "\b", "\\f": "\f", "\\n": "\n", "\\r": "\r", "\\t": "\t",
-    "\\v": "\v", '\\"': '"', "\\\\": "\\",
+    "\\a": "\a",
+    "\\b": "\b",
+    "\\f": "\f",
+    "\\n": "\n",
+    "\\r": "\r",
+    "\\t": "\t",
+    "\\v": "\v",
+    '\\"': '"',
+    "\\\\": "\\",
     # `\$` must survive interpolation as a literal dollar, which is spelled `$$`.
     "\\$": "$$",
 }
 
 
 def read_dotenv(
-    path: str, lookup: Mapping[str, str] | None = None, warnings: Warnings | None = None
+    path: str,
+    lookup: Mapping[str, str] | None = None,
+    warnings: Warnings | None = None,
+    *,
+    earlier: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables set by the env file at `path` (see `parse_dotenv`)."""
     try:
@@ -59,7 +71,8 @@ def read_dotenv(
     except OSError as error:
         raise StackError(f"cannot read env file: {error.strerror}", location=path) from None
     # Go keeps undecodable bytes and its JSON output turns them into U+FFFD.
-    return parse_dotenv(raw.decode("utf-8", errors="replace"), path, lookup, warnings)
+    text = raw.decode("utf-8", errors="replace")
+    return parse_dotenv(text, path, lookup, warnings, earlier=earlier)
 
 
 def parse_dotenv(
@@ -67,27 +80,42 @@ def parse_dotenv(
     filename: str,
     lookup: Mapping[str, str] | None = None,
     warnings: Warnings | None = None,
+    *,
+    earlier: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables set by env-file `text`, in the order the file sets them.
 
-    `lookup` answers `${VAR}` references and bare `KEY` lines before the file's
-    own earlier keys do. For compose's `.env` chain pass the process
-    environment layered over the earlier files' values; for a service's
-    `env_file`, the project environment layered over the service's
-    `environment`. Unset variables warn into `warnings`, once per name.
+    A `${VAR}` reference is answered by `lookup`, then by the keys this file
+    set above it, then by `earlier`: the values of the env files read before
+    this one, which compose keeps in the same table as this file's own (so a
+    key this file redefines hides the earlier value from the next lines on).
+    A bare `KEY` line takes its value from `lookup` alone.
+
+    For compose's `--env-file`/`.env` chain, `lookup` is the process
+    environment and `earlier` the files before; for a service's `env_file`
+    list, `lookup` is the project environment over the service's
+    `environment`, and `earlier` that `environment` under the files before;
+    for `label_file`, `lookup` is the labels of the files before. Unset
+    variables warn into `warnings`, once per name.
     """
-    return _Parser(text, filename, lookup or {}, warnings).parse()
+    return _Parser(text, filename, lookup or {}, earlier or {}, warnings).parse()
 
 
 class _Parser:
     """One pass over the text; `pos` moves forward, `line` counts as compose does."""
 
     def __init__(
-        self, text: str, filename: str, lookup: Mapping[str, str], warnings: Warnings | None
+        self,
+        text: str,
+        filename: str,
+        lookup: Mapping[str, str],
+        earlier: Mapping[str, str],
+        warnings: Warnings | None,
     ) -> None:
         self.text = text[1:] if text.startswith("\ufeff") else text
         self.filename = filename
         self.lookup = lookup
+        self.earlier = earlier
         self.values: dict[str, str] = {}
         self.on_unset: Callable[[str], None] = (
             (lambda name: warnings.warn(unset_warning(name), key=name))
@@ -166,7 +194,7 @@ class _Parser:
 
         if inherited and " " not in key:
             self.line += 1
-        key = key.rstrip("".join(_WHITE_SPACE))
+        key = key.rstrip(_WHITE_SPACE_CHARS)
         while resume < end and text[resume] in _BLANK:
             resume += 1
         self.pos = resume
@@ -181,7 +209,7 @@ class _Parser:
                 newline = len(text)
             self.pos = min(newline + 1, len(text))
             self.line += 1
-            value = text[pos:newline].split(" #", 1)[0].rstrip("".join(_WHITE_SPACE))
+            value = text[pos:newline].split(" #", 1)[0].rstrip(_WHITE_SPACE_CHARS)
             return self._expand(value, statement_line)
 
         chars: list[str] = []
@@ -215,11 +243,13 @@ class _Parser:
     def _expand(self, value: str, line: int) -> str:
         if "$" not in value:
             return value
-        lookup, values = self.lookup, self.values
+        lookup, values, earlier = self.lookup, self.values, self.earlier
 
         def get(name: str) -> str | None:
             found = lookup.get(name)
-            return found if found is not None else values.get(name)
+            if found is None:
+                found = values.get(name)
+            return found if found is not None else earlier.get(name)
 
         try:
             return substitute_with(value, get, self.on_unset)

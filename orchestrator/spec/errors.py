@@ -95,6 +95,10 @@ class SourceMap:
         }
         return SourceMap(self.default_file, moved)
 
+    def get(self, path: Path) -> Location | None:
+        """The location recorded for exactly `path`, if any."""
+        return self._where.get(path)
+
     def locate(self, path: Path) -> Location | str | None:
         """The location of `path`, or of its nearest ancestor we know."""
         for end in range(len(path), -1, -1):

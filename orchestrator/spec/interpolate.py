@@ -35,8 +35,14 @@ from .errors import Path, SourceMap, StackError, Warnings
 # Names use Go's case-insensitive `[_a-z][_a-z0-9]*`: its simple case folding
 # makes `s` match U+017F (long s) and `k` match U+212A (Kelvin sign).
 _NAME = r"[_a-zA-Z\u017f\u212a][_a-zA-Z0-9\u017f\u212a]*"
+# One `$` form per match. The braced argument `.*` is greedy: it runs to the
+# last `}` of the line (`.` stops at a newline), and `_braced` cuts it back.
 _PATTERN = re.compile(
-    rf"\$(?:(?P<escaped>\$)|(?P<named>{_NAME})|\{{(?:(?P<braced>{_NAME}(?::?[-+?].*)?)\}}|(?P<invalid>)))"
+    r"\$(?:"
+    r"(?P<escaped>\$)"
+    rf"|(?P<named>{_NAME})"
+    rf"|\{{(?:(?P<braced>{_NAME}(?::?[-+?].*)?)\}}|(?P<invalid>))"
+    r")"
 )
 _NAME_AT_START = re.compile(_NAME)
 
@@ -54,9 +60,7 @@ def unset_warning(name: str) -> str:
     return f'The "{name}" variable is not set. Defaulting to a blank string.'
 
 
-def substitute(
-    text: str, lookup: Mapping[str, str], warnings: Warnings | None = None
-) -> str:
+def substitute(text: str, lookup: Mapping[str, str], warnings: Warnings | None = None) -> str:
     """`text` with its variables replaced by their values from `lookup`.
 
     Raises `TemplateError` (a `StackError` without a location) for invalid
@@ -193,9 +197,7 @@ def go_quote(text: str) -> str:
 # The whole document
 
 
-def interpolate(
-    data: Any, lookup: Mapping[str, str], source: SourceMap, warnings: Warnings
-) -> Any:
+def interpolate(data: Any, lookup: Mapping[str, str], source: SourceMap, warnings: Warnings) -> Any:
     """A copy of one file's `data` with every string value substituted.
 
     Strings at the keys compose types while interpolating are converted too
@@ -203,12 +205,13 @@ def interpolate(
     """
     if not isinstance(data, dict):
         return data
-    on_unset = _warner(warnings)
-    walker = _Walker(lookup.get, on_unset, source, warnings)
-    return {
-        key: walker.walk(value, (key,), _CASTS[1].get(key) if isinstance(key, str) else None)
-        for key, value in data.items()
-    }
+    walker = _Walker(lookup.get, _warner(warnings), source, warnings)
+    try:
+        return walker.walk(data, (), _CASTS)
+    except RecursionError:
+        raise StackError(
+            "the document is nested too deeply", location=source.default_file or None
+        ) from None
 
 
 # A cast table node: (caster for this exact path or None, children by key).
@@ -341,9 +344,15 @@ def _to_bool(value: str, walker: _Walker, path: Path) -> bool:
 def _cast_table() -> _CastNode:
     """Compose's interpolation type-cast paths, as a tree walked with the data."""
     service = {
-        "cpu_count": _to_int, "cpu_percent": _to_float, "cpu_period": _to_int,
-        "cpu_quota": _to_int, "cpu_rt_period": _to_int, "cpu_rt_runtime": _to_int,
-        "cpus": _to_float, "cpu_shares": _to_int, "init": _to_bool,
+        "cpu_count": _to_int,
+        "cpu_percent": _to_float,
+        "cpu_period": _to_int,
+        "cpu_quota": _to_int,
+        "cpu_rt_period": _to_int,
+        "cpu_rt_runtime": _to_int,
+        "cpus": _to_float,
+        "cpu_shares": _to_int,
+        "init": _to_bool,
         "deploy.replicas": _to_int,
         "deploy.update_config.parallelism": _to_int,
         "deploy.update_config.max_failure_ratio": _to_float,
@@ -351,17 +360,29 @@ def _cast_table() -> _CastNode:
         "deploy.rollback_config.max_failure_ratio": _to_float,
         "deploy.restart_policy.max_attempts": _to_int,
         "deploy.placement.max_replicas_per_node": _to_int,
-        "healthcheck.retries": _to_int, "healthcheck.disable": _to_bool,
-        "oom_kill_disable": _to_bool, "oom_score_adj": _to_int, "pids_limit": _to_int,
-        "ports.[].target": _to_int, "privileged": _to_bool, "read_only": _to_bool,
-        "scale": _to_int, "stdin_open": _to_bool, "tty": _to_bool,
-        "ulimits.*": _to_int, "ulimits.*.hard": _to_int, "ulimits.*.soft": _to_int,
-        "volumes.[].read_only": _to_bool, "volumes.[].volume.nocopy": _to_bool,
+        "healthcheck.retries": _to_int,
+        "healthcheck.disable": _to_bool,
+        "oom_kill_disable": _to_bool,
+        "oom_score_adj": _to_int,
+        "pids_limit": _to_int,
+        "ports.[].target": _to_int,
+        "privileged": _to_bool,
+        "read_only": _to_bool,
+        "scale": _to_int,
+        "stdin_open": _to_bool,
+        "tty": _to_bool,
+        "ulimits.*": _to_int,
+        "ulimits.*.hard": _to_int,
+        "ulimits.*.soft": _to_int,
+        "volumes.[].read_only": _to_bool,
+        "volumes.[].volume.nocopy": _to_bool,
     }
     flat = {f"services.*.{key}": caster for key, caster in service.items()}
     for kind, keys in (
         ("networks", ("external", "internal", "attachable", "enable_ipv4", "enable_ipv6")),
-        ("volumes", ("external",)), ("secrets", ("external",)), ("configs", ("external",)),
+        ("volumes", ("external",)),
+        ("secrets", ("external",)),
+        ("configs", ("external",)),
     ):
         flat.update({f"{kind}.*.{key}": _to_bool for key in keys})
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from .discovery import STDIN, ProjectFiles, ProjectOptions, project_name_for, resolve_project
 from .errors import SourceMap, StackError, Warnings
 from .extends import apply_extends
+from .host_ports import validate_host_ports
 from .include import apply_include
 from .interpolate import interpolate, substitute
 from .merge import merge_documents
@@ -25,7 +26,7 @@ from .paths import resolve_paths
 from .profiles import all_profiles, apply_profiles, disabled_services
 from .schema import validate_schema
 from .transform import apply_defaults, canonical
-from .validate import validate_host_ports, validate_model
+from .validate import validate_model
 from .yamlfile import Document, parse_yaml
 
 
@@ -126,13 +127,13 @@ class _FileReader:
 
     def _include_loader(self, environment: Mapping[str, str]):
         def load_included(paths: list[str], directory: str, env_files: list[str]) -> Document:
-            """An included project sees ours, with its env files' values on top (as compose)."""
+            """An included project sees ours, plus what its env files add (ours wins)."""
             from .dotenv import read_dotenv
 
-            scoped = dict(environment)
+            from_files: dict[str, str] = {}
             for env_file in env_files:
-                scoped.update(read_dotenv(env_file, scoped))
-            return self.load_project(paths, directory, scoped)
+                from_files.update(read_dotenv(env_file, environment, earlier=from_files))
+            return self.load_project(paths, directory, {**from_files, **environment})
 
         return load_included
 

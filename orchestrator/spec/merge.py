@@ -161,10 +161,9 @@ class Merger:
         return value
 
     def _locate(self, mp: Path, op: Path) -> None:
-        if op in self.src:
-            location = self.src.locate(op)
-            if location is not None and not isinstance(location, str):
-                self.dst.add(mp, location)
+        location = self.src.get(op)
+        if location is not None:
+            self.dst.add(mp, location)
 
     def _mismatch(self, base: Any, over: Any, op: Path) -> StackError:
         return self.src.error(

@@ -16,11 +16,11 @@ so a disabled service's missing env file is not an error.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .environment import as_mapping, resolve_environment, resolve_labels
 from .errors import SourceMap, Warnings
 
 # compose prints the project's top-level keys as a Go map: sorted. Resource
@@ -226,10 +226,10 @@ def _normalize_service(
     if service.get("volumes"):
         service["volumes"] = [_clean_target(mount) for mount in service["volumes"]]
 
-    env = _resolve_environment(service, path, environment, source, warnings)
+    env = resolve_environment(service, path, environment, source, warnings)
     if env is not None:
         service["environment"] = env
-    labels = _resolve_labels(service, path, source)
+    labels = resolve_labels(service, path, source)
     if labels is not None:
         service["labels"] = labels
     dependencies = _dependencies(service)
@@ -347,122 +347,6 @@ def _dependency(entry: Any) -> dict:
     return _ordered(_drop_extensions(entry), _DEPENDENCY_ORDER)
 
 
-# ---- environment and labels ----------------------------------------------------------------
-
-
-def _resolve_environment(
-    service: dict,
-    path: tuple,
-    environment: Mapping[str, str],
-    source: SourceMap,
-    warnings: Warnings | None,
-) -> dict | None:
-    """`environment` with env files read in and bare names taken from the project's.
-
-    Precedence, lowest first: earlier env files, later env files, the
-    service's own `environment`. A bare name (`FOO` with no value) takes the
-    project environment's value, or stays null when it has none — and a null
-    still overrides an env file's value, as in compose.
-    """
-    env_files = service.pop("env_file", None)
-    own = _as_mapping(service.get("environment"))
-    if own is None and not env_files:
-        return None
-    own = own or {}
-    for key, value in own.items():
-        if value is None and key in environment:
-            own[key] = environment[key]
-    if not env_files:
-        return dict(sorted(own.items()))
-
-    from .dotenv import read_dotenv
-
-    defined = {key: value for key, value in own.items() if value is not None}
-    merged = dict(defined)
-    for index, (file, required) in enumerate(_env_file_entries(env_files)):
-        if not os.path.exists(file):
-            if required:
-                raise source.error(
-                    (*path, "env_file", index),
-                    f"env file {file} not found",
-                    hint="create it, or mark the entry `required: false`",
-                )
-            continue
-        # A ${VAR} in an env file looks first in the project environment,
-        # then in the service's own environment, then in the variables read
-        # so far, where the file's own definitions replace earlier files'.
-        redefined = _defined_keys(file)
-        earlier = {key: value for key, value in merged.items() if key not in redefined}
-        lookup = {**earlier, **defined, **environment}
-        merged.update(read_dotenv(file, lookup, warnings))
-    merged.update(own)
-    return dict(sorted(merged.items()))
-
-
-def _defined_keys(file: str) -> set[str]:
-    """The names an env file assigns (`KEY=...`, `export KEY=...`, `KEY: ...`), roughly."""
-    try:
-        with open(file, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return set()
-    keys = set()
-    for line in lines:
-        line = line.strip().removeprefix("export ").lstrip()
-        for separator in ("=", ":"):
-            key, found, _ = line.partition(separator)
-            if found and key and not key.startswith("#"):
-                keys.add(key.strip())
-                break
-    return keys
-
-
-def _env_file_entries(env_files: Any) -> list[tuple[str, bool]]:
-    entries = env_files if isinstance(env_files, list) else [env_files]
-    result = []
-    for entry in entries:
-        if isinstance(entry, dict):
-            result.append((str(entry.get("path", "")), entry.get("required", True) is not False))
-        else:
-            result.append((str(entry), True))
-    return result
-
-
-def _resolve_labels(service: dict, path: tuple, source: SourceMap) -> dict | None:
-    """`labels` with label files read in first; the service's own labels win."""
-    label_files = service.pop("label_file", None)
-    own = _as_mapping(service.get("labels"))
-    if not label_files:
-        return None if own is None else dict(sorted(own.items()))
-
-    from .dotenv import read_dotenv
-
-    merged: dict[str, Any] = {}
-    files = label_files if isinstance(label_files, list) else [label_files]
-    for index, file in enumerate(files):
-        if not os.path.exists(file):
-            raise source.error(
-                (*path, "label_file", index), f"label file {file} not found",
-                hint="create it, or remove it from label_file",
-            )
-        merged.update(read_dotenv(file, dict(merged)))
-    merged.update(own or {})
-    return dict(sorted(merged.items()))
-
-
-def _as_mapping(value: Any) -> dict | None:
-    """A `KEY=value` list or a mapping as a fresh mapping (a bare `KEY` maps to None)."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return dict(value)
-    mapping: dict[str, Any] = {}
-    for item in value:
-        key, sep, text = str(item).partition("=")
-        mapping[key] = text if sep else None
-    return mapping
-
-
 # ---- top-level resources -----------------------------------------------------------------
 
 
@@ -498,7 +382,7 @@ def _named(key: str, resource: dict, project_name: str) -> dict:
             resource["name"] = external["name"]
         external = resource["external"] = True
     if isinstance(resource.get("labels"), list):
-        resource["labels"] = _as_mapping(resource["labels"])
+        resource["labels"] = as_mapping(resource["labels"])
     _sorted_maps(resource, ("labels", "driver_opts"))
     if not resource.get("name"):
         resource["name"] = key if external is True else f"{project_name}_{key}"

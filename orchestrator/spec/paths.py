@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any
 
-from .units import clean_path
+from .shortsyntax import clean_path
 
 _REMOTE_CONTEXT = ("https://", "http://", "git://", "ssh://", "github.com/", "git@")
 _WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")

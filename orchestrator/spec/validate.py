@@ -13,15 +13,12 @@ in compose's order of checks, then cycles, then container names) so the same
 file always reports the same first error, where compose's map iteration
 would pick one at random.
 
-`validate_host_ports` is separate: compose accepts two services publishing
-one host port (the engine refuses the second container later), so `stack
-config` must accept it too, but `stack up` should refuse it before it
-creates anything.
+Host-port conflicts are not checked here but in `host_ports`: compose
+accepts two services publishing one host port, so `stack config` must too.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,8 +28,6 @@ from .graph import build_graph, service_refs
 _SERVICE_PREFIX = "service:"
 _HEALTHCHECK_STARTS = ("CMD", "CMD-SHELL", "NONE")
 _WATCH_WITHOUT_TARGET = ("rebuild", "restart")
-_WILDCARD_IPS = ("", "0.0.0.0", "::")
-_PORT_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
 def validate_model(
@@ -61,7 +56,10 @@ def validate_model(
 
 
 def _check_service(
-    name: str, service: dict[str, Any], model: dict[str, Any], source: SourceMap,
+    name: str,
+    service: dict[str, Any],
+    model: dict[str, Any],
+    source: SourceMap,
     disabled: Mapping[str, Any],
 ) -> None:
     at: Path = ("services", name)
@@ -69,7 +67,8 @@ def _check_service(
     _check_runnable(name, service, services, source)
     if service.get("network_mode") and service.get("networks"):
         raise source.error(
-            (*at, "networks"), "network_mode and networks cannot be used together",
+            (*at, "networks"),
+            "network_mode and networks cannot be used together",
             "a service that shares another network stack joins no networks of its own",
         )
     for network in service.get("networks") or {}:
@@ -80,11 +79,25 @@ def _check_service(
         # Only named volumes refer to the top level; binds and anonymous volumes stand alone.
         if volume.get("type") == "volume" and volume.get("source"):
             path = (*at, "volumes", i)
-            _require(model, "volumes", volume["source"], path, name, source,
-                     f"or write ./{volume['source']} for a bind mount of a directory")
+            _require(
+                model,
+                "volumes",
+                volume["source"],
+                path,
+                name,
+                source,
+                f"or write ./{volume['source']} for a bind mount of a directory",
+            )
     for i, secret in enumerate((service.get("build") or {}).get("secrets") or []):
-        _require(model, "secrets", secret.get("source"), (*at, "build", "secrets", i), name,
-                 source, what="build secret")
+        _require(
+            model,
+            "secrets",
+            secret.get("source"),
+            (*at, "build", "secrets", i),
+            name,
+            source,
+            what="build secret",
+        )
     for i, config in enumerate(service.get("configs") or []):
         _require(model, "configs", config.get("source"), (*at, "configs", i), name, source)
     for i, model_name in _model_refs(service.get("models")):
@@ -107,7 +120,8 @@ def _check_runnable(
     rootfs = extension.get("rootfs") if isinstance(extension, dict) else None
     if not (service.get("image") or build is not None or service.get("provider") or rootfs):
         raise source.error(
-            at, f'service "{name}" has no image, build or x-stack.rootfs',
+            at,
+            f'service "{name}" has no image, build or x-stack.rootfs',
             "set image: to run a published image, build: to build one, "
             "or x-stack: {rootfs: /} to run on the host's own files",
         )
@@ -121,16 +135,18 @@ def _check_runnable(
     for context, value in (build.get("additional_contexts") or {}).items():
         if not (isinstance(value, str) and value.startswith(_SERVICE_PREFIX)):
             continue
-        target = value[len(_SERVICE_PREFIX):]
+        target = value[len(_SERVICE_PREFIX) :]
         path = (*at, "build", "additional_contexts", context)
         if target not in services:
             raise source.error(
-                path, f'build context "{context}" refers to undefined service "{target}"',
+                path,
+                f'build context "{context}" refers to undefined service "{target}"',
                 _did_you_mean(target, services),
             )
         if services[target].get("build") is None:
             raise source.error(
-                path, f'build context "{context}" refers to service "{target}", '
+                path,
+                f'build context "{context}" refers to service "{target}", '
                 "which has no build section to build from",
             )
     platforms = build.get("platforms") or []
@@ -153,7 +169,10 @@ def _check_healthcheck(service: dict[str, Any], at: Path, source: SourceMap) -> 
 
 
 def _check_service_refs(
-    name: str, service: dict[str, Any], services: dict[str, Any], source: SourceMap,
+    name: str,
+    service: dict[str, Any],
+    services: dict[str, Any],
+    source: SourceMap,
     disabled: Mapping[str, Any],
 ) -> None:
     """Every service named by depends_on, links, volumes_from or `service:x` must exist.
@@ -175,13 +194,15 @@ def _check_service_refs(
         if ref.target in disabled:
             profiles = (disabled[ref.target] or {}).get("profiles") or []
             raise source.error(
-                path, f'service "{name}" needs service "{ref.target}", '
+                path,
+                f'service "{name}" needs service "{ref.target}", '
                 f"which runs only with profile {' or '.join(profiles)}",
                 f"enable it with --profile {profiles[0] if profiles else ref.target}"
                 + (", or set required: false" if ref.kind == "depends_on" else ""),
             )
         raise source.error(
-            path, f'service "{name}" {_REF_VERBS[ref.kind]} undefined service "{ref.target}"',
+            path,
+            f'service "{name}" {_REF_VERBS[ref.kind]} undefined service "{ref.target}"',
             _did_you_mean(ref.target, services),
         )
 
@@ -197,7 +218,7 @@ _REF_VERBS = {
 }
 
 
-def _scale(service: dict[str, Any]) -> int:
+def replica_count(service: dict[str, Any]) -> int:
     """How many containers a service runs, as compose counts them (scale wins)."""
     if service.get("scale") is not None:
         return int(service["scale"])
@@ -211,7 +232,8 @@ def _check_scale(name: str, service: dict[str, Any], source: SourceMap) -> None:
     replicas = (service.get("deploy") or {}).get("replicas")
     if scale is not None and replicas is not None and scale != replicas:
         raise source.error(
-            (*at, "scale"), f"scale ({scale}) and deploy.replicas ({replicas}) disagree",
+            (*at, "scale"),
+            f"scale ({scale}) and deploy.replicas ({replicas}) disagree",
             "set only one of them",
         )
     if scale is not None and scale < 0:
@@ -221,11 +243,11 @@ def _check_scale(name: str, service: dict[str, Any], source: SourceMap) -> None:
             (*at, "deploy", "replicas"), f"deploy.replicas must be 0 or more, not {replicas}"
         )
     container_name = service.get("container_name")
-    if container_name and _scale(service) > 1:
+    if container_name and replica_count(service) > 1:
         key = "scale" if scale is not None else "deploy.replicas"
         raise source.error(
             (*at, "container_name"),
-            f'container_name "{container_name}" cannot be used with {key} {_scale(service)}',
+            f'container_name "{container_name}" cannot be used with {key} {replica_count(service)}',
             "container names are unique; drop container_name to let stack number them",
         )
 
@@ -253,7 +275,8 @@ def _check_resources(service: dict[str, Any], at: Path, source: SourceMap) -> No
         twin_value = (resources[section] or {}).get(twin)
         if value != _number(twin_value):
             raise source.error(
-                (*at, key), f"{key} ({service[key]}) and deploy.resources.{section}.{twin} "
+                (*at, key),
+                f"{key} ({service[key]}) and deploy.resources.{section}.{twin} "
                 f"({'unset' if twin_value is None else twin_value}) disagree",
                 "set only one of them",
             )
@@ -274,7 +297,8 @@ def _check_watch(service: dict[str, Any], at: Path, source: SourceMap) -> None:
         action = watch.get("action")
         if not watch.get("target") and action not in _WATCH_WITHOUT_TARGET:
             raise source.error(
-                (*at, "develop", "watch", i), f'watch action "{action}" needs a target',
+                (*at, "develop", "watch", i),
+                f'watch action "{action}" needs a target',
                 "target is the path inside the container that receives the files",
             )
 
@@ -293,7 +317,8 @@ def _check_mount_targets(service: dict[str, Any], at: Path, source: SourceMap) -
     for target, path in mounts:
         if target in mounted:
             raise source.error(
-                path, f"{target} is already mounted by {format_path(mounted[target])}",
+                path,
+                f"{target} is already mounted by {format_path(mounted[target])}",
                 "each container path takes one mount",
             )
         mounted[target] = path
@@ -308,7 +333,8 @@ def _check_top_level_secrets(model: dict[str, Any], source: SourceMap) -> None:
         if secret.get("external") or secret.get("file") or secret.get("environment"):
             continue
         raise source.error(
-            ("secrets", name), f'secret "{name}" has neither file nor environment',
+            ("secrets", name),
+            f'secret "{name}" has neither file nor environment',
             "set file: to read it from a file, environment: to read it from a variable, "
             "or external: true if it already exists",
         )
@@ -347,89 +373,19 @@ def _check_container_names(services: dict[str, Any], source: SourceMap) -> None:
         owners[container_name] = name
 
 
-# --- host ports, for commands that start containers ----------------------------------------
-
-
-def validate_host_ports(model: dict[str, Any], source: SourceMap) -> None:
-    """Raise a `StackError` if two containers would publish the same host port.
-
-    A host port is (host ip, port, protocol); a wildcard ip (empty, 0.0.0.0,
-    ::) collides with every ip. Fixed ports are claimed first, in service
-    order; a host range for a single container port ("8000-8009:80") is a
-    pool from which each replica takes the lowest free port, as the engine
-    would. Every replica of a scaled service publishes its ports again, so a
-    fixed port and `scale: 2` collide with themselves.
-    """
-    services: dict[str, Any] = model.get("services") or {}
-    claimed: dict[tuple[str, int], list[tuple[str, Path]]] = {}
-    pools: list[tuple[str, str, range, int, Path]] = []
-    for name in sorted(services):
-        replicas = _scale(services[name])
-        for i, port in enumerate(services[name].get("ports") or []):
-            path: Path = ("services", name, "ports", i)
-            ports = _published_range(port, path, source)
-            if ports is None or replicas == 0:
-                continue
-            ip, proto = port.get("host_ip") or "", port.get("protocol") or "tcp"
-            if len(ports) > 1:
-                pools.append((ip, proto, ports, replicas, path))
-                continue
-            for _ in range(replicas):
-                _claim(claimed, ip, proto, ports[0], path, source)
-    for ip, proto, ports, replicas, path in pools:
-        for _ in range(replicas):
-            free = next((p for p in ports if _holder(claimed, ip, proto, p) is None), None)
-            if free is None:
-                raise source.error(
-                    path, f"no free host port left in {ports[0]}-{ports[-1]}/{proto} "
-                    f"for {replicas} container(s)", "widen the range or publish fewer ports",
-                )
-            _claim(claimed, ip, proto, free, path, source)
-
-
-def _published_range(port: dict[str, Any], path: Path, source: SourceMap) -> range | None:
-    published = port.get("published")
-    if published in (None, ""):
-        return None  # the engine picks a free ephemeral port
-    match = _PORT_RANGE.match(str(published))
-    if match is None:
-        raise source.error(path, f'published port "{published}" is not a port or range')
-    low = int(match[1])
-    high = int(match[2] or low)
-    return range(low, high + 1)
-
-
-def _claim(
-    claimed: dict[tuple[str, int], list[tuple[str, Path]]], ip: str, proto: str, port: int,
-    path: Path, source: SourceMap,
-) -> None:
-    holder = _holder(claimed, ip, proto, port)
-    if holder is not None:
-        where = f"by {format_path(holder)}"
-        if holder == path:
-            where = "by another replica of this service"
-        raise source.error(
-            path, f"host port {_format_ip(ip)}{port}/{proto} is already published {where}",
-            "publish another host port, or leave the host port out to get a free one",
-        )
-    claimed.setdefault((proto, port), []).append((ip, path))
-
-
-def _holder(
-    claimed: dict[tuple[str, int], list[tuple[str, Path]]], ip: str, proto: str, port: int
-) -> Path | None:
-    for other_ip, path in claimed.get((proto, port), ()):
-        if ip == other_ip or ip in _WILDCARD_IPS or other_ip in _WILDCARD_IPS:
-            return path
-    return None
-
-
 # --- helpers -------------------------------------------------------------------------------
 
 
 def _require(
-    model: dict[str, Any], section: str, name: Any, path: Path, service: str, source: SourceMap,
-    hint: str | None = None, *, what: str | None = None,
+    model: dict[str, Any],
+    section: str,
+    name: Any,
+    path: Path,
+    service: str,
+    source: SourceMap,
+    hint: str | None = None,
+    *,
+    what: str | None = None,
 ) -> None:
     """`name` must be declared in the top-level `section` (networks, volumes, ...)."""
     declared = model.get(section) or {}
@@ -438,7 +394,8 @@ def _require(
     what = what or section[:-1]
     suggestion = _did_you_mean(name, declared)
     raise source.error(
-        path, f'service "{service}" refers to undefined {what} "{name}"',
+        path,
+        f'service "{service}" refers to undefined {what} "{name}"',
         suggestion or hint or f"declare it under the top-level {section}: key",
     )
 
@@ -455,12 +412,6 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _format_ip(ip: str) -> str:
-    if not ip:
-        return ""
-    return f"[{ip}]:" if ":" in ip else f"{ip}:"
 
 
 def _did_you_mean(name: Any, candidates: Any) -> str | None:

@@ -19,18 +19,42 @@ import yaml
 
 from .errors import Location, Path, SourceMap, StackError
 
-try:
-    _Loader: type = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - libyaml is present on every supported install
-    _Loader = yaml.SafeLoader
-
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_STANDARD_TAG = "tag:yaml.org,2002:"
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool", "null")}
+# The tag our parser gives every scalar written without one: we resolve those
+# ourselves, so PyYAML's (YAML 1.1, pure Python) resolver is never consulted.
+_IMPLICIT = "?"
+
+
+try:
+    from yaml.cyaml import CParser as _BaseParser
+except ImportError:  # pragma: no cover - libyaml is present on every supported install
+    _BaseParser = yaml.SafeLoader  # type: ignore[misc,assignment]
+
+
+class _Parser(_BaseParser):  # type: ignore[misc,valid-type]
+    """libyaml's parser and composer, without PyYAML's implicit tag resolution."""
+
+    def descend_resolver(self, parent: Any, index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            return _IMPLICIT
+        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
+
 COMPOSE_TAGS = {"!reset": "reset", "!override": "override"}
 
 # A cap on how many nodes one file may expand to through aliases: a "billion
 # laughs" file must end in an error, not in an exhausted machine.
-MAX_NODES = 2_000_000
+MAX_NODES = 250_000
+# Real stack files nest a dozen levels; a cap keeps every later stage's
+# recursion far from Python's limit.
+MAX_DEPTH = 100
 
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _SPECIAL_FLOATS = {
@@ -127,7 +151,7 @@ def parse_yaml(text: str, filename: str) -> Document:
     documents, recursive aliases and alias bombs.
     """
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=_Parser)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where: Location | str = filename
@@ -139,17 +163,22 @@ def parse_yaml(text: str, filename: str) -> Document:
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
         raise StackError(
-            f"invalid YAML: character {exc.character!r} is not allowed in a YAML file",
+            f"invalid YAML: character {_char(exc.character)!r} is not allowed in a YAML file",
             location=Location(filename, line, col),
         ) from None
     except yaml.YAMLError as exc:
         raise StackError(f"invalid YAML: {exc}", location=filename) from None
     except (ValueError, UnicodeError) as exc:
         raise StackError(f"invalid YAML: {exc}", location=filename) from None
+    except RecursionError:
+        raise StackError("invalid YAML: values are nested too deeply", location=filename) from None
     reader = _NodeReader(filename)
     if root is None:
         return Document(filename, {}, reader.source, reader.tags)
-    data = reader.read(root, ())
+    try:
+        data = reader.read(root, ())
+    except RecursionError:
+        raise StackError("values are nested too deeply", location=filename) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -158,6 +187,10 @@ def parse_yaml(text: str, filename: str) -> Document:
             location=_location(filename, root),
         )
     return Document(filename, data, reader.source, reader.tags)
+
+
+def _char(character: str | int) -> str:
+    return chr(character) if isinstance(character, int) else character
 
 
 def _location(filename: str, node: yaml.Node) -> Location:
@@ -179,6 +212,9 @@ class _NodeReader:
                 f"the file expands to more than {MAX_NODES} values through aliases",
                 location=_location(self.filename, node),
             )
+        if len(path) > MAX_DEPTH:
+            raise StackError(f"values are nested more than {MAX_DEPTH} levels deep",
+                             location=_location(self.filename, node))
         tag = node.tag
         if tag in COMPOSE_TAGS:
             self.tags[path] = COMPOSE_TAGS[tag]
@@ -201,13 +237,11 @@ class _NodeReader:
             self.active.discard(key)
 
     def _scalar(self, node: yaml.ScalarNode, tag: str) -> Any:
-        if not node.style and (tag.startswith(_STANDARD_TAG) or tag in COMPOSE_TAGS):
-            if tag in COMPOSE_TAGS and node.value == "":
-                return None
-            if tag == _STANDARD_TAG + "str" and not _looks_resolvable(node.value):
-                return node.value
+        if tag == _IMPLICIT or tag in COMPOSE_TAGS:
+            return node.value if node.style else resolve_plain(node.value)
+        if tag in _SCALAR_TAGS:
             return resolve_plain(node.value)
-        return node.value
+        return node.value  # !!str, or a tag we do not know: the text as written
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -215,9 +249,7 @@ class _NodeReader:
         merged: list[tuple[str, Any, Path]] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG or (
-                isinstance(key_node, yaml.ScalarNode)
-                and not key_node.style
-                and key_node.value == "<<"
+                key_node.tag == _IMPLICIT and not key_node.style and key_node.value == "<<"
             ):
                 merged.extend(self._merge_sources(value_node, path))
                 continue
@@ -264,8 +296,3 @@ class _NodeReader:
                              location=_location(self.filename, node))
         value = self._scalar(node, node.tag)
         return go_string(value) if not isinstance(value, str) else value
-
-
-def _looks_resolvable(text: str) -> bool:
-    """Whether a plain scalar PyYAML called a string might be something else to yaml.v3."""
-    return not text or text[0].isdigit() or text[0] in "+-.~nNtTfF"

@@ -155,3 +155,23 @@ def test_the_default_stack_is_valid() -> None:
     result = run(hello, "config", "--services")
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == ["web", "writer"]
+
+
+def _modules_after(args: list[str], cwd: Path) -> set[str]:
+    code = (
+        "import sys\n"
+        "from orchestrator.cli.main import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                            text=True, timeout=60)
+    return set(result.stderr.split())
+
+
+def test_commands_import_only_what_they_need(project: Path) -> None:
+    heavy = {"jsonschema", "networkx", "trio", "pyroute2", "dataclasses", "difflib"}
+    version = _modules_after(["version"], project)
+    assert "yaml" not in version and not heavy & version
+    config = _modules_after(["--profile", "full", "config"], project)
+    assert "yaml" in config and not heavy & config

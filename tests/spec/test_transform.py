@@ -331,7 +331,7 @@ def test_input_is_not_modified():
 
 
 def test_selinux_and_propagation_options_of_a_named_volume_stay_under_bind() -> None:
-    from orchestrator.spec.units import parse_volume_spec
+    from orchestrator.spec.shortsyntax import parse_volume_spec
 
     assert parse_volume_spec("vv:/w:z,nocopy,rprivate") == {
         "type": "volume",
