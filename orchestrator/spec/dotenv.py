@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from .errors import StackError, Warnings
+from .errors import Location, StackError, Warnings
 from .interpolate import TemplateError, go_quote, substitute_with, unset_warning
 
 # Go's unicode.IsSpace (the Unicode White_Space property).
@@ -59,8 +59,19 @@ def read_dotenv(
     warnings: Warnings | None = None,
     *,
     earlier: Mapping[str, str] | None = None,
+    raw: bool = False,
 ) -> dict[str, str]:
-    """The variables set by the env file at `path` (see `parse_dotenv`)."""
+    """The variables set by the env file at `path` (see `parse_dotenv`).
+
+    With `raw` (an env_file entry's `format: raw`), see `parse_raw_env`.
+    """
+    text = _read_text(path)
+    if raw:
+        return parse_raw_env(text, path)
+    return parse_dotenv(text, path, lookup, warnings, earlier=earlier)
+
+
+def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as file:
             raw = file.read()
@@ -71,8 +82,25 @@ def read_dotenv(
     except OSError as error:
         raise StackError(f"cannot read env file: {error.strerror}", location=path) from None
     # Go keeps undecodable bytes and its JSON output turns them into U+FFFD.
-    text = raw.decode("utf-8", errors="replace")
-    return parse_dotenv(text, path, lookup, warnings, earlier=earlier)
+    return raw.decode("utf-8", errors="replace")
+
+
+def parse_raw_env(text: str, filename: str) -> dict[str, str]:
+    """`KEY=value` lines taken literally: no quotes, escapes, comments after values,
+    nor interpolation. Blank lines, `#` lines and lines without `=` are skipped."""
+    variables: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, found, value = line.partition("=")
+        if not found:
+            continue
+        if not key or any(char.isspace() for char in key):
+            raise StackError(
+                f"variable {key!r} contains whitespace", location=Location(filename, number, 1)
+            )
+        variables[key] = value
+    return variables
 
 
 def parse_dotenv(

@@ -45,7 +45,7 @@ def resolve_environment(
 
     defined = {key: value for key, value in own.items() if value is not None}
     merged = dict(defined)
-    for index, (file, required) in enumerate(_env_file_entries(env_files)):
+    for index, (file, required, raw) in enumerate(_env_file_entries(env_files)):
         if not os.path.exists(file):
             if required:
                 raise source.error(
@@ -58,20 +58,22 @@ def resolve_environment(
         # then in the service's own environment, then in what earlier env
         # files defined.
         merged.update(
-            read_dotenv(file, {**defined, **environment}, warnings, earlier=merged)
+            read_dotenv(file, {**defined, **environment}, warnings, earlier=merged, raw=raw)
         )
     merged.update(own)
     return dict(sorted(merged.items()))
 
 
-def _env_file_entries(env_files: Any) -> list[tuple[str, bool]]:
+def _env_file_entries(env_files: Any) -> list[tuple[str, bool, bool]]:
+    """(path, required, raw format) for each `env_file` entry."""
     entries = env_files if isinstance(env_files, list) else [env_files]
     result = []
     for entry in entries:
         if isinstance(entry, dict):
-            result.append((str(entry.get("path", "")), entry.get("required", True) is not False))
+            required = entry.get("required", True) is not False
+            result.append((str(entry.get("path", "")), required, entry.get("format") == "raw"))
         else:
-            result.append((str(entry), True))
+            result.append((str(entry), True, False))
     return result
 
 

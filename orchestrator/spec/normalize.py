@@ -22,6 +22,7 @@ from typing import Any
 
 from .environment import as_mapping, resolve_environment, resolve_labels
 from .errors import SourceMap, Warnings
+from .yamlfile import go_string
 
 # compose prints the project's top-level keys as a Go map: sorted. Resource
 # and service keys follow the field order of compose's own types.
@@ -205,6 +206,10 @@ def _normalize_service(
             key: _drop_extensions(value) if isinstance(value, dict) else value
             for key, value in sorted(service["networks"].items())
         }
+    if isinstance(service.get("develop"), dict):
+        service["develop"] = _develop(service["develop"])
+    if isinstance(service.get("provider"), dict):
+        service["provider"] = _provider(service["provider"])
     if service.get("pull_policy") == "if_not_present":
         service["pull_policy"] = "missing"
     if isinstance(service.get("build"), dict):
@@ -246,12 +251,36 @@ def _normalize_service(
     return _ordered(_omit_zero(service, _SERVICE_KEEP_ZERO), _SERVICE_ORDER)
 
 
+def _develop(develop: dict) -> dict:
+    develop = _drop_extensions(develop)
+    if isinstance(develop.get("watch"), list):
+        develop["watch"] = [
+            _drop_extensions(trigger) if isinstance(trigger, dict) else trigger
+            for trigger in develop["watch"]
+        ]
+    return develop
+
+
+def _provider(provider: dict) -> dict:
+    """Provider options are lists of strings in compose's model, one value or many."""
+    provider = _drop_extensions(provider)
+    options = provider.get("options")
+    if isinstance(options, dict):
+        provider["options"] = {
+            key: [go_string(v) for v in value] if isinstance(value, list) else [go_string(value)]
+            for key, value in sorted(options.items())
+        }
+    return provider
+
+
 def _build(build: dict, project_dir: str, environment: Mapping[str, str]) -> dict:
     build = _drop_extensions(build)
     # The paths stage resolves a written context; an omitted one means the
     # project directory.
     build.setdefault("context", project_dir)
-    if not build.get("dockerfile") and not build.get("dockerfile_inline"):
+    # Only an absent dockerfile gets the default; one interpolated to ""
+    # stays empty (and is then left out), as in compose.
+    if "dockerfile" not in build and not build.get("dockerfile_inline"):
         build["dockerfile"] = "Dockerfile"
     args = build.get("args")
     if isinstance(args, dict):

@@ -191,3 +191,19 @@ def test_any_text_parses_or_raises_stack_error(text: str) -> None:
         assert str(error).startswith("e.env")
         return
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in result.items())
+
+
+def test_raw_env_files_are_taken_literally() -> None:
+    from orchestrator.spec.dotenv import parse_raw_env
+
+    text = "# comment\nA=1\nB= \"two\" \nD=$HOME\n\nE\nF=x # y\nG='q'\n"
+    assert parse_raw_env(text, "raw.env") == {
+        "A": "1", "B": ' "two" ', "D": "$HOME", "F": "x # y", "G": "'q'",
+    }
+
+
+def test_raw_env_file_key_with_whitespace_is_located() -> None:
+    from orchestrator.spec.dotenv import parse_raw_env
+
+    with pytest.raises(StackError, match=r"raw.env:2:1: variable 'B C' contains whitespace"):
+        parse_raw_env("A=1\nB C=2\n", "raw.env")

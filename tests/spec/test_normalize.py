@@ -491,3 +491,25 @@ def test_dependency_written_without_details_gets_compose_defaults() -> None:
         "b": {"condition": "service_started", "required": True},
         "c": {"condition": "service_started", "required": False},
     })
+
+
+def test_provider_options_become_lists_of_strings() -> None:
+    service = run({"services": {"p": {"provider": {
+        "type": "foo", "options": {"b": ["x", "y"], "a": 1}, "x-note": 1,
+    }}}})["services"]["p"]
+    assert service["provider"] == {"type": "foo", "options": {"a": ["1"], "b": ["x", "y"]}}
+
+
+def test_extensions_in_watch_rules_are_not_printed() -> None:
+    rule = {"path": "/src", "action": "sync", "target": "/a", "x-initialSync": True}
+    service = run({"services": {"w": {"image": "x", "develop": {"watch": [rule]}}}})
+    assert service["services"]["w"]["develop"] == {
+        "watch": [{"path": "/src", "action": "sync", "target": "/a"}]
+    }
+
+
+def test_a_dockerfile_interpolated_to_empty_gets_no_default() -> None:
+    built = run({"services": {"b": {"build": {"context": "/ctx", "dockerfile": ""}}}})
+    assert "dockerfile" not in built["services"]["b"]["build"]
+    default = run({"services": {"b": {"build": {"context": "/ctx"}}}})
+    assert default["services"]["b"]["build"]["dockerfile"] == "Dockerfile"
