@@ -79,7 +79,8 @@ def run_graph(args: argparse.Namespace) -> int:
 
 def _image_of(project: str, name: str, service: dict) -> str:
     """The image a service runs; a built service without one is named like compose does."""
-    return service.get("image") or f"{project}-{name}"
+    image = (service or {}).get("image")
+    return str(image) if image else f"{project}-{name}"
 
 
 def _lines(items) -> str:

@@ -35,6 +35,8 @@ def load_stack(options: ProjectOptions) -> Stack:
     project = resolve_project(options, warnings)
     reader = _FileReader(options.interpolate, warnings)
     name = project_name_for(project, reader.declared_name(project.files, project.environment))
+    if not options.interpolate:
+        return _as_written(project, name, reader, warnings)
     # As in compose, the files can refer to the project's final name and to
     # the working directory even when the environment does not define them.
     environment = {"PWD": options.cwd or os.getcwd(), **project.environment,
@@ -51,6 +53,29 @@ def load_stack(options: ProjectOptions) -> Stack:
                  warnings.messages, declared)
 
 
+def _as_written(project: ProjectFiles, name: str, reader: _FileReader,
+                warnings: Warnings) -> Stack:
+    """The files merged with `${VARIABLES}` left as written (`config --no-interpolate`).
+
+    Until variables have values, types, short syntax and references cannot be
+    checked, so this is the merge of the files as they are, and nothing more.
+    """
+    data: dict = {}
+    source = SourceMap(project.files[0])
+    for path in project.files:
+        document = reader.parse(path)
+        data = merge_documents(data, document.data, document.tags, source, document.source)
+    services = data.get("services")
+    if services is not None and not isinstance(services, dict):
+        raise source.error(("services",), "services must be a mapping of service names")
+    for key, service in (services or {}).items():
+        if service is not None and not isinstance(service, dict):
+            raise source.error(("services", key), "a service must be a mapping of its settings")
+    model = {"name": name, **{key: value for key, value in data.items() if key != "name"}}
+    return Stack(name, project.directory, project.files, model, source, warnings.messages,
+                 all_profiles(model))
+
+
 class _FileReader:
     """Reads files through the per-file stages, once each, for extends and include too."""
 
@@ -64,7 +89,7 @@ class _FileReader:
         """The top-level `name:` the files give (the last one wins), interpolated."""
         name = None
         for path in files:
-            declared = self._parse(path).data.get("name")
+            declared = self.parse(path).data.get("name")
             if isinstance(declared, str):
                 name = declared
         if name is not None and self.interpolate:
@@ -74,7 +99,7 @@ class _FileReader:
                 return None  # reported with its location when the file is interpolated
         return name
 
-    def _parse(self, path: str) -> Document:
+    def parse(self, path: str) -> Document:
         """A file's YAML, parsed once (stdin can be read only once)."""
         document = self.parsed.get(path)
         if document is None:
@@ -114,7 +139,7 @@ class _FileReader:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        document = self._parse(path)
+        document = self.parse(path)
         data = document.data
         if self.interpolate:
             data = interpolate(data, environment, document.source, self.warnings)

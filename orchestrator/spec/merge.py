@@ -403,7 +403,11 @@ def _unique(items: list, identity: Callable[[Any], Any]) -> list:
     position: dict[Any, int] = {}
     for item in items:
         key = identity(item)
-        index = position.get(key)
+        try:
+            index = position.get(key)
+        except TypeError:  # an unhashable identity: only in files not yet validated
+            key = repr(key)
+            index = position.get(key)
         if index is None:
             position[key] = len(kept)
             kept.append(item)

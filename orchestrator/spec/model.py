@@ -80,7 +80,10 @@ class Stack:
     def unimplemented_keys(self) -> list[Path]:
         """Key paths the file uses that the engine does not act on yet."""
         found: list[Path] = []
-        for name, service in self.model.get("services", {}).items():
+        services = self.model.get("services")
+        for name, service in services.items() if isinstance(services, dict) else ():
+            if not isinstance(service, dict):
+                continue
             for key, value in service.items():
                 if key in _ALWAYS_PRESENT or key.startswith("x-") and key != "x-stack":
                     continue

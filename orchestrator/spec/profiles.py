@@ -72,4 +72,6 @@ def _profiles_of(service: Any) -> list[str]:
     if not isinstance(service, dict):
         return []
     declared = service.get("profiles") or []
-    return [declared] if isinstance(declared, str) else [str(name) for name in declared]
+    if isinstance(declared, str):
+        return [declared]
+    return [str(name) for name in declared] if isinstance(declared, list) else []

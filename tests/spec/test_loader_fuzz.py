@@ -13,6 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.cli.render import to_json, to_yaml
 from orchestrator.spec.discovery import ProjectOptions
 from orchestrator.spec.errors import StackError
 from orchestrator.spec.loader import load_stack
@@ -59,15 +60,22 @@ YAML_VALUES = st.sampled_from(
 )
 
 
-def load_text(text: str) -> Stack | StackError:
+def load_text(text: str, interpolate: bool = True) -> Stack | StackError:
+    """Load `text` and print it as `stack config` would, or return the one-line error."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "compose.yaml"
         path.write_text(text, encoding="utf-8")
+        options = ProjectOptions(files=[str(path)], cwd=directory, environ={},
+                                 interpolate=interpolate)
         try:
-            return load_stack(ProjectOptions(files=[str(path)], cwd=directory, environ={}))
+            stack = load_stack(options)
         except StackError as error:
             assert len(str(error).splitlines()) == 1, str(error)
             return error
+        stack.unimplemented_keys()
+        to_yaml(stack.model)
+        to_json(stack.model)
+        return stack
 
 
 def test_seed_file_loads() -> None:
@@ -110,6 +118,12 @@ FUZZ = settings(max_examples=300, deadline=None,
 @given(mutated())
 def test_mutated_stack_files_load_or_fail_with_one_stack_error(text: str) -> None:
     load_text(text)
+
+
+@FUZZ
+@given(mutated())
+def test_mutated_stack_files_load_as_written_or_fail_with_one_stack_error(text: str) -> None:
+    load_text(text, interpolate=False)
 
 
 @FUZZ
