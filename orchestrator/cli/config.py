@@ -45,13 +45,13 @@ def run_config(args: argparse.Namespace) -> int:
     elif args.list_profiles:
         text = _lines(stack.declared_profiles)
     else:
-        from .render import escape_dollars, to_json, to_yaml
+        from .render import escape_dollars, to_json, to_yaml, yaml_shape
 
         if not args.no_interpolate:
             # Values now hold what containers see; written back out, a `$` must
             # be `$$` again so the output reads back as the same stack.
             model = escape_dollars(model)
-        text = to_json(model) if args.format == "json" else to_yaml(model)
+        text = to_json(model) if args.format == "json" else to_yaml(yaml_shape(model))
         unimplemented = stack.unimplemented_keys()
         if unimplemented:
             keys = ", ".join(format_path(path) for path in unimplemented)

@@ -8,6 +8,7 @@ otherwise read back as something else).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -49,6 +50,97 @@ def _go_numbers(value: Any) -> Any:
     return value
 
 
+_YAML_TOP_LEVEL = ("name", "services", "networks", "volumes", "secrets", "configs", "models")
+
+
+def yaml_shape(model: dict[str, Any]) -> dict[str, Any]:
+    """The model as compose's YAML shows it, which differs from its JSON.
+
+    Top-level keys come in the specification's order rather than sorted, and
+    the YAML leaves out what its JSON spells as null or empty: `command`,
+    `entrypoint`, a network's `ipam`.
+    """
+    shaped = {key: model[key] for key in _YAML_TOP_LEVEL if key in model}
+    shaped.update((key, value) for key, value in model.items() if key not in shaped)
+    services = shaped.get("services")
+    if isinstance(services, dict):
+        shaped["services"] = {
+            name: {
+                key: value
+                for key, value in service.items()
+                if not (key in ("command", "entrypoint") and value is None)
+            }
+            if isinstance(service, dict) else service
+            for name, service in services.items()
+        }
+    services = shaped.get("services")
+    for service in services.values() if isinstance(services, dict) else ():
+        deploy = service.get("deploy") if isinstance(service, dict) else None
+        if isinstance(deploy, dict):
+            service["deploy"] = {key: value for key, value in deploy.items()
+                                 if not (key in ("resources", "placement") and value == {})}
+        develop = service.get("develop") if isinstance(service, dict) else None
+        if isinstance(develop, dict) and isinstance(develop.get("watch"), list):
+            service["develop"] = {**develop, "watch": [
+                {key: value for key, value in rule.items()
+                 if not (key == "exec" and value == {"command": None})}
+                if isinstance(rule, dict) else rule
+                for rule in develop["watch"]
+            ]}
+    networks = shaped.get("networks")
+    if isinstance(networks, dict):
+        shaped["networks"] = {
+            name: {key: value for key, value in network.items()
+                   if not (key == "ipam" and value == {})}
+            if isinstance(network, dict) else network
+            for name, network in networks.items()
+        }
+    return _natural_maps(shaped)
+
+
+def _natural_maps(value: Any) -> Any:
+    """Maps (the dicts whose keys are sorted) re-sorted in yaml.v3's natural order."""
+    if isinstance(value, list):
+        return [_natural_maps(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    keys = list(value)
+    if len(keys) > 1 and all(isinstance(k, str) for k in keys) and keys == sorted(keys):
+        keys.sort(key=functools.cmp_to_key(_natural_compare))
+    return {key: _natural_maps(value[key]) for key in keys}
+
+
+def _natural_compare(a: str, b: str) -> int:
+    """yaml.v3's key order: letters by code point, other characters before letters,
+    and runs of digits by their numeric value."""
+    digits = False
+    for i in range(min(len(a), len(b))):
+        x, y = a[i], b[i]
+        if x == y:
+            digits = x.isdigit()
+            continue
+        x_letter, y_letter = x.isalpha(), y.isalpha()
+        if x_letter and y_letter:
+            return -1 if x < y else 1
+        if x_letter or y_letter:
+            if digits:
+                return -1 if x_letter else 1
+            return -1 if y_letter else 1
+        x_end, y_end = i, i
+        while x_end < len(a) and a[x_end].isdigit():
+            x_end += 1
+        while y_end < len(b) and b[y_end].isdigit():
+            y_end += 1
+        x_number = int(a[i:x_end]) if x_end > i else 0
+        y_number = int(b[i:y_end]) if y_end > i else 0
+        if x_number != y_number:
+            return -1 if x_number < y_number else 1
+        if x_end != y_end:
+            return -1 if x_end < y_end else 1
+        return -1 if x < y else 1
+    return (len(a) > len(b)) - (len(a) < len(b))
+
+
 def to_yaml(data: Any) -> str:
     lines: list[str] = []
     _emit(data, 0, lines)
@@ -84,7 +176,9 @@ def _emit_child(head: str, item: Any, indent: int, lines: list[str], in_list: bo
         _emit(item, indent + 2, lines)
     elif isinstance(item, str) and "\n" in item and _literal_ok(item):
         chomp = "-" if not item.endswith("\n") else ("+" if item.endswith("\n\n") else "")
-        lines.append(f"{head} |{chomp}")
+        # Leading blanks would be read as indentation: say the indentation then.
+        indent_hint = "2" if item[0] in " \n" else ""
+        lines.append(f"{head} |{indent_hint}{chomp}")
         body = item[:-1] if item.endswith("\n") and chomp == "" else item
         if chomp == "+":
             body = item[:-1]
@@ -99,6 +193,8 @@ _OLD_BOOLS = {
     "on", "On", "ON", "off", "Off", "OFF",
 }
 _TIMESTAMP = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([Tt ].*)?$")
+# YAML 1.1 read `12:00` as a base-60 number; yaml.v3 quotes such strings.
+_BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _INDICATORS = set("-?:,[]{}#&*!|>'\"%@`")
 _FLOW = set(",?[]{}")
 
@@ -131,6 +227,7 @@ def _yaml_string(text: str) -> str:
         or text in _OLD_BOOLS
         or not isinstance(resolve_plain(text), str)
         or _TIMESTAMP.match(text)
+        or _BASE60.match(text)
     ):
         return _double_quoted(text)
     if any(not _printable(c) for c in text):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.cli.render import to_json, to_yaml
+from orchestrator.cli.render import to_json, to_yaml, yaml_shape
 
 LABELS = {
     "at": "@x", "back": "a\\b", "bang": "!x", "brace": "{a}", "colon": "a: b",
@@ -81,4 +81,37 @@ def test_json_escapes_html_characters_and_keeps_unicode_like_go() -> None:
 def test_json_prints_whole_floats_without_a_fraction() -> None:
     assert to_json({"a": 1000.0, "b": 1.5, "c": 1e21}) == (
         '{\n  "a": 1000,\n  "b": 1.5,\n  "c": 1e+21\n}'
+    )
+
+
+def test_yaml_sorts_map_keys_in_yaml_v3_natural_order() -> None:
+    environment = dict.fromkeys(
+        sorted(["CS2_SERVERNAME", "CS2_SERVER_HIBERNATE", "A10", "A9", "GIT_X", "GITEA"]), "x"
+    )
+    shaped = yaml_shape({"services": {"s": {"environment": environment}}})
+    assert list(shaped["services"]["s"]["environment"]) == [
+        "A9", "A10", "CS2_SERVER_HIBERNATE", "CS2_SERVERNAME", "GIT_X", "GITEA",
+    ]
+
+
+def test_yaml_quotes_clock_times_and_marks_leading_blank_lines() -> None:
+    assert to_yaml({"t": "12:00", "p": "\nline\n"}) == 't: "12:00"\np: |2\n\n  line\n'
+
+
+def test_yaml_shape_orders_the_top_level_and_drops_what_compose_yaml_omits() -> None:
+    model = {
+        "name": "p",
+        "networks": {"default": {"name": "p_default", "ipam": {}}},
+        "services": {"s": {"command": None, "deploy": {"resources": {}, "placement": {}},
+                           "entrypoint": None, "image": "x"}},
+    }
+    assert to_yaml(yaml_shape(model)) == (
+        "name: p\n"
+        "services:\n"
+        "  s:\n"
+        "    deploy: {}\n"
+        "    image: x\n"
+        "networks:\n"
+        "  default:\n"
+        "    name: p_default\n"
     )
