@@ -35,23 +35,17 @@ def run_config(args: argparse.Namespace) -> int:
         return 0
     model = stack.model
     if args.list_services:
-        text = _lines(model.get("services", {}))
+        text = _lines(model.get("services") or {})
     elif args.list_volumes:
-        text = _lines(model.get("volumes", {}))
+        text = _lines(model.get("volumes") or {})
     elif args.list_networks:
-        text = _lines(model.get("networks", {}))
+        text = _lines(model.get("networks") or {})
     elif args.list_images:
         text = _lines(_image_of(stack.name, name, svc) for name, svc in stack.services.items())
     elif args.list_profiles:
         text = _lines(stack.declared_profiles)
     else:
-        from .render import escape_dollars, to_json, to_yaml, yaml_shape
-
-        if not args.no_interpolate:
-            # Values now hold what containers see; written back out, a `$` must
-            # be `$$` again so the output reads back as the same stack.
-            model = escape_dollars(model)
-        text = to_json(model) if args.format == "json" else to_yaml(yaml_shape(model))
+        text = _render(model, args.format, escape=not args.no_interpolate)
         unimplemented = stack.unimplemented_keys()
         if unimplemented:
             keys = ", ".join(format_path(path) for path in unimplemented)
@@ -62,6 +56,19 @@ def run_config(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _render(model: dict, output_format: str, escape: bool) -> str:
+    """The model printed as compose prints it, in its JSON or YAML shape."""
+    from .render import escape_dollars, json_shape, to_json, to_yaml, yaml_shape
+
+    if escape:
+        # Values hold what containers see; written back out, a `$` must be
+        # `$$` again so that the output reads back as the same stack.
+        model = escape_dollars(model)
+    if output_format == "json":
+        return to_json(json_shape(model))
+    return to_yaml(yaml_shape(model))
 
 
 def run_graph(args: argparse.Namespace) -> int:

@@ -50,6 +50,25 @@ def _go_numbers(value: Any) -> Any:
     return value
 
 
+def json_shape(model: dict[str, Any]) -> dict[str, Any]:
+    """The model as compose's JSON shows it: no `models`, and extension
+    fields (`x-*`) only at the top level."""
+    return {
+        key: value if key.startswith("x-") else _without_extensions(value)
+        for key, value in model.items()
+        if key != "models"
+    }
+
+
+def _without_extensions(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_extensions(v) for k, v in value.items()
+                if not (isinstance(k, str) and k.startswith("x-"))}
+    if isinstance(value, list):
+        return [_without_extensions(item) for item in value]
+    return value
+
+
 _YAML_TOP_LEVEL = ("name", "services", "networks", "volumes", "secrets", "configs", "models")
 
 

@@ -60,7 +60,7 @@ class Stack:
 
     @property
     def services(self) -> Mapping[str, Any]:
-        return MappingProxyType(self.model.get("services", {}))
+        return MappingProxyType(self.model.get("services") or {})
 
     def canonical_json(self) -> str:
         return canonical_json(self.model)

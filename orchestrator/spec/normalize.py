@@ -89,7 +89,6 @@ _RESTART_POLICY_KEEP_ZERO = frozenset({"delay", "max_attempts", "window"})
 _NETWORK_KEEP_ZERO = frozenset({"ipam", "enable_ipv4", "enable_ipv6"})
 # The one service extension the engine reads; compose prints no extension
 # below the top level.
-_KEPT_SERVICE_EXTENSION = "x-stack"
 # Namespace keys that may name another service as `service:<name>`.
 _SHARED_NAMESPACES = ("network_mode", "ipc", "pid", "uts", "cgroup")
 _RESOURCE_KINDS = ("networks", "volumes", "secrets", "configs", "models")
@@ -132,8 +131,9 @@ def normalize(
                 key: tidy(key, dict(declared[key] or {}), project_name)
                 for key in sorted(declared)
             }
-    # compose prints no top-level `models`; they stay here so that the model
-    # check can verify services' references, and the printer leaves them out.
+    # Extension fields stay in the model at every level (the engine reads
+    # `x-stack`); compose's JSON shows only the top-level ones, and so does
+    # ours (cli/render.py). Likewise `models`, which its JSON leaves out.
     for key, value in data.items():
         if key.startswith("x-"):
             model[key] = _sorted_deep(value)
@@ -203,7 +203,7 @@ def _normalize_service(
         service["networks"] = {"default": None}
     if isinstance(service.get("networks"), dict):
         service["networks"] = {
-            key: _drop_extensions(value) if isinstance(value, dict) else value
+            key: dict(value) if isinstance(value, dict) else value
             for key, value in sorted(service["networks"].items())
         }
     if isinstance(service.get("develop"), dict):
@@ -219,11 +219,11 @@ def _normalize_service(
         service["deploy"] = _deploy(service["deploy"])
     if isinstance(service.get("healthcheck"), dict):
         service["healthcheck"] = _ordered(
-            _omit_zero(_drop_extensions(service["healthcheck"]), _HEALTHCHECK_KEEP_ZERO),
+            _omit_zero(dict(service["healthcheck"]), _HEALTHCHECK_KEEP_ZERO),
             _HEALTHCHECK_ORDER,
         )
     if isinstance(service.get("logging"), dict):
-        logging = _omit_zero(_drop_extensions(service["logging"]), frozenset())
+        logging = _omit_zero(dict(service["logging"]), frozenset())
         service["logging"] = _sorted_maps(logging, ("options",))
     service = _sorted_maps(service, _SERVICE_MAPS)
     if service.get("secrets"):
@@ -243,19 +243,14 @@ def _normalize_service(
 
     service.setdefault("command", None)
     service.setdefault("entrypoint", None)
-    service = {
-        key: value
-        for key, value in service.items()
-        if not key.startswith("x-") or key == _KEPT_SERVICE_EXTENSION
-    }
     return _ordered(_omit_zero(service, _SERVICE_KEEP_ZERO), _SERVICE_ORDER)
 
 
 def _develop(develop: dict) -> dict:
-    develop = _drop_extensions(develop)
+    develop = dict(develop)
     if isinstance(develop.get("watch"), list):
         develop["watch"] = [
-            _drop_extensions(trigger) if isinstance(trigger, dict) else trigger
+            dict(trigger) if isinstance(trigger, dict) else trigger
             for trigger in develop["watch"]
         ]
     return develop
@@ -263,7 +258,7 @@ def _develop(develop: dict) -> dict:
 
 def _provider(provider: dict) -> dict:
     """Provider options are lists of strings in compose's model, one value or many."""
-    provider = _drop_extensions(provider)
+    provider = dict(provider)
     options = provider.get("options")
     if isinstance(options, dict):
         provider["options"] = {
@@ -274,7 +269,7 @@ def _provider(provider: dict) -> dict:
 
 
 def _build(build: dict, project_dir: str, environment: Mapping[str, str]) -> dict:
-    build = _drop_extensions(build)
+    build = dict(build)
     # The paths stage resolves a written context; an omitted one means the
     # project directory.
     build.setdefault("context", project_dir)
@@ -311,17 +306,17 @@ def _check_scale(service: dict, path: tuple, source: SourceMap) -> None:
 
 
 def _deploy(deploy: dict) -> dict:
-    deploy = _drop_extensions(deploy)
-    resources = _drop_extensions(deploy.get("resources") or {})
+    deploy = dict(deploy)
+    resources = dict(deploy.get("resources") or {})
     for kind in ("limits", "reservations"):
         if isinstance(resources.get(kind), dict):
-            resources[kind] = _omit_zero(_drop_extensions(resources[kind]), frozenset())
+            resources[kind] = _omit_zero(dict(resources[kind]), frozenset())
     deploy["resources"] = resources
     _sorted_maps(deploy, ("labels",))
-    deploy["placement"] = _omit_zero(_drop_extensions(deploy.get("placement") or {}), frozenset())
+    deploy["placement"] = _omit_zero(dict(deploy.get("placement") or {}), frozenset())
     if isinstance(deploy.get("restart_policy"), dict):
         deploy["restart_policy"] = _omit_zero(
-            _drop_extensions(deploy["restart_policy"]), _RESTART_POLICY_KEEP_ZERO
+            dict(deploy["restart_policy"]), _RESTART_POLICY_KEEP_ZERO
         )
     return _ordered(_omit_zero(deploy, _DEPLOY_KEEP_ZERO), _DEPLOY_ORDER)
 
@@ -373,7 +368,7 @@ def _dependency(entry: Any) -> dict:
     entry = {"condition": "service_started", "required": True, **(entry or {})}
     if not entry.get("restart"):
         entry.pop("restart", None)
-    return _ordered(_drop_extensions(entry), _DEPENDENCY_ORDER)
+    return _ordered(dict(entry), _DEPENDENCY_ORDER)
 
 
 # ---- top-level resources -----------------------------------------------------------------
@@ -383,7 +378,7 @@ def _network(key: str, network: dict, project_name: str) -> dict:
     network = _named(key, network, project_name)
     network.setdefault("ipam", {})
     if isinstance(network["ipam"], dict):
-        network["ipam"] = _drop_extensions(network["ipam"])
+        network["ipam"] = dict(network["ipam"])
     return _ordered(_omit_zero(network, _NETWORK_KEEP_ZERO), _NETWORK_ORDER)
 
 
@@ -399,12 +394,12 @@ def _file_object(key: str, obj: dict, project_name: str) -> dict:
 
 
 def _model(key: str, model: dict, project_name: str) -> dict:
-    return _ordered(_omit_zero(_drop_extensions(model), frozenset()), _MODEL_ORDER)
+    return _ordered(_omit_zero(dict(model), frozenset()), _MODEL_ORDER)
 
 
 def _named(key: str, resource: dict, project_name: str) -> dict:
     """The resource with its runtime name: given, its key if external, else project-scoped."""
-    resource = _drop_extensions(resource)
+    resource = dict(resource)
     external = resource.get("external")
     if isinstance(external, dict):  # the old `external: {name: x}` spelling
         if external.get("name") and not resource.get("name"):
@@ -447,10 +442,6 @@ def _sorted_deep(value: Any) -> Any:
     if isinstance(value, list):
         return [_sorted_deep(item) for item in value]
     return value
-
-
-def _drop_extensions(mapping: dict) -> dict:
-    return {key: value for key, value in mapping.items() if not key.startswith("x-")}
 
 
 def _ordered(mapping: dict, order: list[str] | tuple[str, ...]) -> dict:

@@ -115,3 +115,18 @@ def test_yaml_shape_orders_the_top_level_and_drops_what_compose_yaml_omits() -> 
         "  default:\n"
         "    name: p_default\n"
     )
+
+
+def test_json_shows_extensions_only_at_the_top_level_and_no_models() -> None:
+    from orchestrator.cli.render import json_shape
+
+    model = {
+        "models": {"m": {"model": "ai/x"}},
+        "services": {"s": {"x-stack": {"rootfs": "/"}, "image": "x",
+                           "develop": {"watch": [{"path": "/p", "x-initialSync": True}]}}},
+        "x-top": {"x-inner": 1},
+    }
+    assert json_shape(model) == {
+        "services": {"s": {"image": "x", "develop": {"watch": [{"path": "/p"}]}}},
+        "x-top": {"x-inner": 1},
+    }

@@ -111,7 +111,9 @@ def test_false_zero_and_empty_values_are_left_out_except_pointer_fields() -> Non
     })
 
 
-def test_extensions_below_the_top_level_are_not_printed_but_x_stack_is_kept() -> None:
+def test_extensions_stay_in_the_model_at_every_level() -> None:
+    # compose's JSON shows only top-level extensions; that is the printer's
+    # business (cli/render.py). The model keeps them: the engine reads x-stack.
     model = run({
         "services": {"a": {"image": "x", "x-note": 1, "x-stack": {"rootfs": "/"},
                            "networks": {"n1": {"x-net": 1, "aliases": ["q"]}},
@@ -119,11 +121,11 @@ def test_extensions_below_the_top_level_are_not_printed_but_x_stack_is_kept() ->
         "networks": {"n1": {"x-n": 1}},
     })
     service = model["services"]["a"]
-    assert "x-note" not in service
+    assert service["x-note"] == 1
     assert service["x-stack"] == {"rootfs": "/"}
-    assert service["networks"] == {"n1": {"aliases": ["q"]}}
-    assert service["deploy"] == {"resources": {}, "placement": {}}
-    assert model["networks"] == {"n1": {"name": "shop_n1", "ipam": {}}}
+    assert service["networks"] == {"n1": {"aliases": ["q"], "x-net": 1}}
+    assert service["deploy"] == {"resources": {}, "placement": {}, "x-d": 1}
+    assert model["networks"] == {"n1": {"name": "shop_n1", "ipam": {}, "x-n": 1}}
 
 
 # ---- networks ----------------------------------------------------------------------------
@@ -479,7 +481,7 @@ def test_top_level_models_are_kept_only_while_a_service_uses_them() -> None:
     # used ones so that references can be checked, and the printer drops them.
     model = run({"services": {"a": {"image": "x", "models": {"m1": None}}},
                  "models": {"m1": {"model": "ai/smollm2", "x-n": 1}, "m3": {"model": "u"}}})
-    assert model["models"] == {"m1": {"model": "ai/smollm2"}}
+    assert model["models"] == {"m1": {"model": "ai/smollm2", "x-n": 1}}
     assert model["services"]["a"]["models"] == {"m1": None}
 
 
@@ -495,17 +497,9 @@ def test_dependency_written_without_details_gets_compose_defaults() -> None:
 
 def test_provider_options_become_lists_of_strings() -> None:
     service = run({"services": {"p": {"provider": {
-        "type": "foo", "options": {"b": ["x", "y"], "a": 1}, "x-note": 1,
+        "type": "foo", "options": {"b": ["x", "y"], "a": 1},
     }}}})["services"]["p"]
     assert service["provider"] == {"type": "foo", "options": {"a": ["1"], "b": ["x", "y"]}}
-
-
-def test_extensions_in_watch_rules_are_not_printed() -> None:
-    rule = {"path": "/src", "action": "sync", "target": "/a", "x-initialSync": True}
-    service = run({"services": {"w": {"image": "x", "develop": {"watch": [rule]}}}})
-    assert service["services"]["w"]["develop"] == {
-        "watch": [{"path": "/src", "action": "sync", "target": "/a"}]
-    }
 
 
 def test_a_dockerfile_interpolated_to_empty_gets_no_default() -> None:
