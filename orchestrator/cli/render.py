@@ -249,7 +249,7 @@ def _yaml_string(text: str) -> str:
         or _BASE60.match(text)
     ):
         return _double_quoted(text)
-    if any(not _printable(c) for c in text):
+    if _NOT_PRINTABLE.search(text):
         return _double_quoted(text)
     if _plain_ok(text):
         return text
@@ -258,16 +258,15 @@ def _yaml_string(text: str) -> str:
     return _double_quoted(text)
 
 
+# Characters YAML allows unescaped: line feed, printable ASCII, NEL, and the
+# printable Unicode ranges (the byte-order mark excluded).
+_NOT_PRINTABLE = re.compile(
+    "[^\n\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+)
+
+
 def _printable(char: str) -> bool:
-    code = ord(char)
-    return (
-        code == 0x0A
-        or 0x20 <= code <= 0x7E
-        or code == 0x85
-        or (0xA0 <= code <= 0xD7FF)
-        or (0xE000 <= code <= 0xFFFD and code != 0xFEFF)
-        or 0x10000 <= code <= 0x10FFFF
-    )
+    return _NOT_PRINTABLE.match(char) is None
 
 
 def _plain_ok(text: str) -> bool:
@@ -284,7 +283,7 @@ def _plain_ok(text: str) -> bool:
 
 
 def _literal_ok(text: str) -> bool:
-    if any(not _printable(c) for c in text):
+    if _NOT_PRINTABLE.search(text):
         return False
     return not any(line != line.rstrip(" \t") and line.strip() for line in text.split("\n"))
 
