@@ -1,0 +1,1 @@
+"""The container runtime: the only layer of stack that touches the kernel."""

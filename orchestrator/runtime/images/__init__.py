@@ -1,0 +1,1 @@
+"""Images: the content-addressed store, layer unpacking, archives and registries."""
