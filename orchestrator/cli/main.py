@@ -50,9 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     graph = commands.add_parser("graph", help="draw the service dependency graph")
     graph.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
 
+    _add_image_commands(commands)
+
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
     return parser
+
+
+def _add_image_commands(commands: argparse._SubParsersAction) -> None:
+    image = commands.add_parser("image", help="manage images in the local store")
+    verbs = image.add_subparsers(dest="image_command", metavar="COMMAND")
+    verbs.required = True
+
+    def listing(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+        parser.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+
+    listing(verbs.add_parser("ls", help="list images"))
+    listing(commands.add_parser("images", help="list images (same as `image ls`)"))
+    load = verbs.add_parser("load", help="load images from a docker-archive or OCI layout")
+    load.add_argument("-i", "--input", default="-", metavar="FILE",
+                      help="archive file or OCI layout directory ('-': stdin)")
+    save = verbs.add_parser("save", help="write images to a docker-archive")
+    save.add_argument("-o", "--output", required=True, metavar="FILE")
+    save.add_argument("images", nargs="+", metavar="IMAGE")
+    imported = verbs.add_parser("import", help="make an image from a root filesystem tar")
+    imported.add_argument("rootfs", metavar="ROOTFS.tar")
+    imported.add_argument("reference", metavar="NAME[:TAG]")
+    inspect = verbs.add_parser("inspect", help="show an image's manifest and config as JSON")
+    inspect.add_argument("images", nargs="+", metavar="IMAGE")
+    remove = verbs.add_parser("rm", help="remove images")
+    remove.add_argument("-f", "--force", action="store_true",
+                        help="remove even if a container uses it")
+    remove.add_argument("images", nargs="+", metavar="IMAGE")
+    tag = verbs.add_parser("tag", help="give an image another name")
+    tag.add_argument("source", metavar="IMAGE")
+    tag.add_argument("target", metavar="NAME[:TAG]")
+    verbs.add_parser("prune", help="remove layers and blobs no image uses")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import run_graph
 
             return run_graph(args)
+        if args.command in ("image", "images"):
+            from .images import run_image
+
+            return run_image(args)
     except StackError as error:
         _shorten_location(error)
         print(f"error: {error}", file=sys.stderr)

@@ -121,6 +121,11 @@ class ImageStore:
 
     # -- blobs --------------------------------------------------------------------
 
+    @property
+    def tmp_dir(self) -> Path:
+        """Where in-progress files go (spooled archives too): emptied when a store opens."""
+        return self._tmp
+
     def blob_path(self, digest: str) -> Path:
         return self._blobs / digest_hex(digest)
 
