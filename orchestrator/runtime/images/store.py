@@ -172,6 +172,10 @@ class ImageStore:
         with self._locked("gc", shared=True):
             return self._layer_store.unpack(digest, media_type, parent, diff_id)
 
+    def has_layer(self, chain: str) -> bool:
+        """Whether the layer stack `chain` (a chain id) is unpacked, completely."""
+        return self._layer_store.metadata(chain) is not None
+
     # -- images -------------------------------------------------------------------
 
     def add_image(self, manifest_digest: str, references: Iterable[str] = ()) -> ImageRecord:
@@ -264,15 +268,7 @@ class ImageStore:
     def prune(self) -> PruneResult:
         """Delete the blobs and unpacked layers that no image needs."""
         with self._locked("gc"):
-            index = self._read_index()
-            blobs: set[str] = set()
-            chains: set[str] = set()
-            for digest in index["images"]:
-                record = self._record(index, digest)
-                blobs.update([digest, record.config_digest])
-                for layer in record.layers:
-                    blobs.add(layer.digest)
-                    chains.add(layer.chain_id)
+            blobs, chains = self._needed(self._read_index())
             result = PruneResult([], [], 0)
             for path in sorted(self._blobs.iterdir()):
                 digest = f"sha256:{path.name}"
@@ -287,6 +283,35 @@ class ImageStore:
             fsync_dir(self._blobs)
             fsync_dir(self._layer_store.dir)
             return result
+
+    def discard_unused(self, blobs: Iterable[str], chains: Iterable[str] = ()) -> None:
+        """Delete these blobs and unpacked layers unless an image needs them.
+
+        How a failed pull takes back what it added, leaving the store as it
+        found it: a targeted `prune` that never touches anything else. Under
+        the exclusive gc lock, so no unpack or `add_image` is half-way through.
+        """
+        with self._locked("gc"):
+            needed_blobs, needed_chains = self._needed(self._read_index())
+            for digest in set(blobs) - needed_blobs:
+                self.blob_path(digest).unlink(missing_ok=True)
+            for chain in set(chains) - needed_chains:
+                if self.has_layer(chain):
+                    self._layer_store.delete(chain)
+            fsync_dir(self._blobs)
+            fsync_dir(self._layer_store.dir)
+
+    def _needed(self, index: dict[str, Any]) -> tuple[set[str], set[str]]:
+        """The blobs and layer chain ids of every image in `index`."""
+        blobs: set[str] = set()
+        chains: set[str] = set()
+        for digest in index["images"]:
+            record = self._record(index, digest)
+            blobs.update([digest, record.config_digest])
+            for layer in record.layers:
+                blobs.add(layer.digest)
+                chains.add(layer.chain_id)
+        return blobs, chains
 
     # -- index and records --------------------------------------------------------
 
