@@ -87,6 +87,30 @@ def _add_image_commands(commands: argparse._SubParsersAction) -> None:
     tag.add_argument("source", metavar="IMAGE")
     tag.add_argument("target", metavar="NAME[:TAG]")
     verbs.add_parser("prune", help="remove layers and blobs no image uses")
+    pull = verbs.add_parser("pull", help="download an image from a registry")
+    pull.add_argument("--platform", default="linux/amd64", help="os/arch[/variant] of an index")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    pull.add_argument("reference", metavar="NAME[:TAG|@DIGEST]")
+    push = verbs.add_parser("push", help="upload an image to its registry")
+    push.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    push.add_argument("reference", metavar="NAME[:TAG]")
+
+    stack_pull = commands.add_parser("pull", help="pull the images of the stack's services")
+    stack_pull.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    stack_pull.add_argument("--ignore-pull-failures", action="store_true",
+                            help="warn about images that cannot be pulled, and go on")
+    stack_pull.add_argument("services", nargs="*", metavar="SERVICE")
+    stack_push = commands.add_parser("push", help="push the images of the stack's built services")
+    stack_push.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    stack_push.add_argument("services", nargs="*", metavar="SERVICE")
+
+    login = commands.add_parser("login", help="save credentials for a registry")
+    login.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
+    login.add_argument("-u", "--username")
+    login.add_argument("-p", "--password")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    logout = commands.add_parser("logout", help="forget the credentials for a registry")
+    logout.add_argument("server", nargs="?", default="docker.io", metavar="SERVER")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .config import run_graph
 
             return run_graph(args)
+        if args.command in ("pull", "push", "login", "logout") or (
+            args.command == "image" and args.image_command in ("pull", "push")
+        ):
+            from .registry_commands import run_registry_command
+
+            return run_registry_command(args)
         if args.command in ("image", "images"):
             from .images import run_image
 

@@ -1,0 +1,166 @@
+"""Commands that talk to registries: image pull/push, stack pull/push, login/logout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.spec.errors import StackError
+
+# pull_policy values that mean "pull only when the image is not in the store".
+_PULL_IF_MISSING = frozenset({"missing", "if_not_present", "daily", "weekly"})
+
+
+def run_registry_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from orchestrator.runtime.images.store import ImageStore
+
+    from .images import state_root
+
+    if args.command in ("login", "logout"):
+        return trio.run(_login if args.command == "login" else _logout, args)
+    with ImageStore(os.path.join(state_root(), "images")) as store:
+        return trio.run(_RUNNERS[(args.command, getattr(args, "image_command", None))], store, args)
+
+
+def _insecure() -> list[str]:
+    from orchestrator.runtime.images.reference import parse_insecure_registries
+
+    return list(parse_insecure_registries(os.environ.get("STACK_INSECURE_REGISTRIES", "")))
+
+
+def _printer(args: argparse.Namespace) -> Callable[[Any], None] | None:
+    from .progress import ProgressPrinter
+
+    return None if getattr(args, "quiet", False) else ProgressPrinter()
+
+
+async def _image_pull(store: Any, args: argparse.Namespace) -> int:
+    from orchestrator.runtime.images.pull import pull_image
+    from orchestrator.runtime.images.reference import familiar_name, normalize_reference
+
+    record = await pull_image(store, args.reference, platform=args.platform,
+                              progress=_printer(args), insecure_registries=_insecure())
+    print(f"Digest: {record.manifest_digest}")
+    print(familiar_name(normalize_reference(args.reference)))
+    return 0
+
+
+async def _image_push(store: Any, args: argparse.Namespace) -> int:
+    from orchestrator.runtime.images.push import push_image
+
+    digest = await push_image(store, args.reference, progress=_printer(args),
+                              insecure_registries=_insecure())
+    print(f"{args.reference}: digest: {digest}")
+    return 0
+
+
+async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
+    """Pull each selected service's image as its `pull_policy` says (compose's default: missing)."""
+    import trio
+
+    from orchestrator.runtime.images.pull import pull_image
+
+    wanted = _images_of_services(args, for_push=False)
+    failures: list[str] = []
+
+    async def pull(service: str, image: str, policy: str) -> None:
+        if policy in ("never", "build") or (
+            policy in _PULL_IF_MISSING and store.resolve(image) is not None
+        ):
+            return
+        try:
+            await pull_image(store, image, progress=_printer(args),
+                             insecure_registries=_insecure())
+        except StackError as error:
+            if not args.ignore_pull_failures:
+                raise
+            failures.append(f"{service}: {error}")
+
+    async with trio.open_nursery() as nursery:
+        for service, image, policy in wanted:
+            nursery.start_soon(pull, service, image, policy)
+    for failure in failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    return 0
+
+
+async def _stack_push(store: Any, args: argparse.Namespace) -> int:
+    from orchestrator.runtime.images.push import push_image
+
+    for _service, image, _policy in _images_of_services(args, for_push=True):
+        await push_image(store, image, progress=_printer(args), insecure_registries=_insecure())
+    return 0
+
+
+def _images_of_services(args: argparse.Namespace, for_push: bool) -> list[tuple[str, str, str]]:
+    """(service, image, pull_policy) for the selected services that name an image.
+
+    Pushing concerns the services that are built and named (`build` and
+    `image`), as in compose; pulling, every service with an image.
+    """
+    from orchestrator.spec.loader import load_stack
+
+    from .config import options_from
+
+    stack = load_stack(options_from(args))
+    names = args.services or list(stack.services)
+    unknown = [name for name in names if name not in stack.services]
+    if unknown:
+        raise StackError(f"no such service: {unknown[0]}", hint="see `stack config --services`")
+    selected = []
+    for name in names:
+        service = stack.services[name]
+        image = service.get("image")
+        if not image or (for_push and not service.get("build")):
+            continue
+        policy = service.get("pull_policy") or ("build" if service.get("build") else "missing")
+        selected.append((name, image, policy))
+    return selected
+
+
+async def _login(args: argparse.Namespace) -> int:
+    from orchestrator.runtime.images.registry import Credentials, RegistryClient, save_credentials
+    from orchestrator.runtime.images.registry.credentials import registry_of_config_key
+
+    registry = registry_of_config_key(args.server)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else args.password
+    if not args.username or password is None:
+        raise StackError("login needs -u USERNAME and -p PASSWORD (or --password-stdin)")
+    credentials = Credentials(args.username, password)
+    async with RegistryClient(registry, credentials=credentials,
+                              insecure=_is_insecure(registry)) as client:
+        await client.verify_credentials()
+    save_credentials(registry, credentials)
+    print("Login Succeeded")
+    return 0
+
+
+async def _logout(args: argparse.Namespace) -> int:
+    from orchestrator.runtime.images.registry import remove_credentials
+    from orchestrator.runtime.images.registry.credentials import registry_of_config_key
+
+    registry = registry_of_config_key(args.server)
+    if remove_credentials(registry):
+        print(f"Removing login credentials for {registry}")
+    else:
+        print(f"Not logged in to {registry}")
+    return 0
+
+
+def _is_insecure(registry: str) -> bool | None:
+    from orchestrator.runtime.images.reference import is_insecure_allowed
+
+    return True if is_insecure_allowed(registry, _insecure()) else None
+
+
+_RUNNERS = {
+    ("image", "pull"): _image_pull,
+    ("image", "push"): _image_push,
+    ("pull", None): _stack_pull,
+    ("push", None): _stack_push,
+}
