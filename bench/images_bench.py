@@ -1,0 +1,363 @@
+"""Time image pulls and layer unpacking, side by side with skopeo and tar.
+
+    python bench/images_bench.py [--size-mb 200] [--layers 8] [--runs 3] [--workdir DIR]
+
+Builds a deterministic multi-layer image (incompressible and compressible
+files, many small ones too, gzip layers), pushes it to a local
+`docker-registry` started as the tests start theirs (tests/support/registry.py),
+then prints, best of `--runs`:
+- pull: our `pull_image` into a fresh store (download + verify + unpack);
+  our download alone (RegistryClient into the blob store, no unpack);
+  `skopeo copy docker://… dir:` (download + verify only), and the same
+  followed by `tar -xf` of every layer and a sync (a download-and-unpack baseline);
+- push: ours and skopeo's, once each, to an empty registry;
+- unpack: our layer unpacking vs `tar -xf` of the same layer tars into a
+  directory on the same disk: plain tars without and with the final sync to
+  disk, then the gzip blobs (decompression included) with the sync.
+Targets (issue 3): pull at least as fast as skopeo; unpacking at disk speed.
+Every process and directory it starts is removed on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+from support.images import (  # noqa: E402
+    BuiltImage,
+    build_image,
+    directory,
+    file,
+    layer_tar,
+    write_oci_layout,
+)
+from support.registry import RegistryServer, run_registry  # noqa: E402
+
+from orchestrator.runtime.images.exchange import load_archive  # noqa: E402
+from orchestrator.runtime.images.manifest import parse_manifest  # noqa: E402
+from orchestrator.runtime.images.pull import pull_image  # noqa: E402
+from orchestrator.runtime.images.push import push_image  # noqa: E402
+from orchestrator.runtime.images.registry import RegistryClient  # noqa: E402
+from orchestrator.runtime.images.store import ImageStore  # noqa: E402
+from orchestrator.runtime.images.unpack import unpack_layer_tar  # noqa: E402
+
+MB = 1 << 20
+REPOSITORY = "bench/image"
+PLAIN_LAYER = "application/vnd.oci.image.layer.v1.tar"
+# Bytes to 16 letters, unevenly: gzip shrinks such text to about half, like logs or code.
+TEXTISH = bytes(b"etaoinshrdlucmfw"[min(i % 37, 15)] for i in range(256))
+
+
+# --- the image -------------------------------------------------------------------------
+
+
+def layer_entries(rng: random.Random, index: int, size: int) -> list:
+    """One layer of about `size` bytes: 45% random, 40% text-like, 15% small files."""
+    top = f"layer{index}"
+    entries = [directory(top), directory(f"{top}/big"), directory(f"{top}/text")]
+    random_bytes = size * 45 // 100
+    for n in range(4):
+        entries.append(file(f"{top}/big/blob{n}.bin", rng.randbytes(random_bytes // 4)))
+    text_bytes = size * 40 // 100
+    for n in range(16):
+        entries.append(
+            file(f"{top}/text/doc{n}.txt", rng.randbytes(text_bytes // 16).translate(TEXTISH))
+        )
+    small_bytes = size - random_bytes - text_bytes
+    written = 0
+    count = 0
+    while written < small_bytes:
+        if count % 100 == 0:
+            entries.append(directory(f"{top}/small{count // 100}"))
+        length = rng.randrange(256, 16384)
+        data = rng.randbytes(length).translate(TEXTISH) if count % 2 else rng.randbytes(length)
+        entries.append(file(f"{top}/small{count // 100}/f{count}.dat", data))
+        written += length
+        count += 1
+    return entries
+
+
+def build_bench_image(size_mb: int, layers: int) -> BuiltImage:
+    rng = random.Random(20240601)
+    per_layer = size_mb * MB // layers
+    tars = [layer_tar(layer_entries(rng, i, per_layer)) for i in range(layers)]
+    return build_image(tars, references=(f"{REPOSITORY}:latest",), compression="gzip")
+
+
+# --- measuring -------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    label: str
+    seconds: float
+    megabytes: float
+    files: int = 0
+
+    def line(self) -> str:
+        rate = self.megabytes / self.seconds
+        text = f"  {self.label:<52} {self.seconds:7.2f} s  {rate:8.1f} MB/s"
+        if self.files:
+            text += f"  {self.files / self.seconds:9.0f} files/s"
+        return text
+
+
+def best_of_each(runs: int, *actions: Callable[[], float]) -> list[float]:
+    """Each action's best time; the actions take turns, so a busy moment on the
+    machine slows one round of all of them rather than all runs of one."""
+    times = [[action() for action in actions] for _ in range(runs)]
+    return [min(column) for column in zip(*times, strict=True)]
+
+
+@contextlib.contextmanager
+def scratch(workdir: Path, prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=workdir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def skopeo(*args: str) -> None:
+    subprocess.run(
+        ["skopeo", "--insecure-policy", *args], check=True, stdout=subprocess.DEVNULL
+    )
+
+
+def skopeo_download(reference: str, directory: Path) -> None:
+    skopeo("copy", "--src-tls-verify=false", f"docker://{reference}", f"dir:{directory}")
+
+
+# --- pulls -----------------------------------------------------------------------------
+
+
+async def download_only(store: ImageStore, registry: str, manifest_digest: str) -> None:
+    """What a pull does before unpacking: every blob downloaded, verified, stored."""
+    async with RegistryClient(registry) as client:
+        fetched = await client.get_manifest(REPOSITORY, manifest_digest)
+        manifest = parse_manifest(fetched.data, where="bench manifest")
+        limiter = trio.CapacityLimiter(3)
+
+        async def fetch(digest: str, size: int) -> None:
+            async with limiter:
+                with store.blob_writer(digest) as writer:
+                    await client.download_blob(REPOSITORY, digest, writer.write, size=size)
+                    writer.commit()
+
+        async with trio.open_nursery() as nursery:
+            for descriptor in [manifest.config, *manifest.layers]:  # type: ignore[union-attr]
+                nursery.start_soon(fetch, descriptor.digest, descriptor.size)
+        store.put_blob(fetched.data, manifest_digest)
+
+
+def bench_pulls(
+    server: RegistryServer, image: BuiltImage, workdir: Path, runs: int
+) -> list[Figure]:
+    reference = f"{server.host}/{REPOSITORY}:latest"
+    blob_mb = sum(len(blob) for blob in image.blobs().values()) / MB
+
+    def ours() -> float:
+        with scratch(workdir, "pull-") as root:
+            store = ImageStore(root / "images")
+            seconds = timed(lambda: trio.run(pull_image, store, reference))
+            store.close()
+            return seconds
+
+    def ours_download() -> float:
+        with scratch(workdir, "download-") as root:
+            store = ImageStore(root / "images")
+            seconds = timed(
+                lambda: trio.run(download_only, store, server.host, image.manifest_digest)
+            )
+            store.close()
+            return seconds
+
+    def theirs() -> float:
+        with scratch(workdir, "skopeo-") as root:
+            return timed(lambda: skopeo_download(reference, root / "x"))
+
+    def theirs_unpacked() -> float:
+        with scratch(workdir, "skopeo-tar-") as root:
+            def download_and_unpack() -> None:
+                skopeo_download(reference, root / "x")
+                for n, layer in enumerate(image.layers):
+                    tar_extract(root / "x" / layer.digest.removeprefix("sha256:"), root / f"l{n}")
+                os.sync()
+
+            return timed(download_and_unpack)
+
+    labels = [
+        "stack pull (download+verify+unpack+sync)",
+        "stack download only (verify, no unpack)",
+        "skopeo copy docker:// dir: (download+verify)",
+        "skopeo copy, then tar -xf each layer + sync",
+    ]
+    times = best_of_each(runs, ours, ours_download, theirs, theirs_unpacked)
+    return [Figure(label, seconds, blob_mb) for label, seconds in zip(labels, times, strict=True)]
+
+
+def bench_push(image: BuiltImage, workdir: Path) -> list[Figure]:
+    """One push each, to fresh registries (nothing there to skip)."""
+    blob_mb = sum(len(blob) for blob in image.blobs().values()) / MB
+    with scratch(workdir, "push-") as root:
+        layout = write_oci_layout(root / "layout", [image], names="tag")
+        store = ImageStore(root / "images")
+        (record,) = load_archive(store, layout)
+        store.tag(f"{REPOSITORY}:latest", record.manifest_digest)  # the layout names only a tag
+        with run_registry(root) as server:
+            destination = f"{server.host}/{REPOSITORY}:latest"
+            ours = timed(lambda: trio.run(
+                lambda: push_image(store, f"{REPOSITORY}:latest", destination=destination)
+            ))
+        store.close()
+        with run_registry(root) as server:
+            theirs = timed(lambda: skopeo(
+                "copy", "--preserve-digests", "--dest-tls-verify=false",
+                f"oci:{layout}:latest", f"docker://{server.host}/{REPOSITORY}:latest",
+            ))
+    return [
+        Figure("stack push (to an empty registry)", ours, blob_mb),
+        Figure("skopeo copy oci: docker:// (to an empty registry)", theirs, blob_mb),
+    ]
+
+
+# --- unpacking -------------------------------------------------------------------------
+
+
+def member_count(tar: bytes) -> int:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        return len(archive.getmembers())
+
+
+def bench_unpack(image: BuiltImage, workdir: Path, runs: int) -> list[Figure]:
+    """Our unpacker and GNU tar on the same layer tars (plain, then gzip), same disk."""
+    tar_mb = sum(len(layer.tar) for layer in image.layers) / MB
+    members = sum(member_count(layer.tar) for layer in image.layers)
+    with scratch(workdir, "tars-") as tars_dir:
+        plain, gzipped = [], []
+        for n, layer in enumerate(image.layers):
+            plain.append(tars_dir / f"layer{n}.tar")
+            plain[-1].write_bytes(layer.tar)
+            gzipped.append(tars_dir / f"layer{n}.tar.gz")
+            gzipped[-1].write_bytes(layer.blob)
+
+        def run(extract: Callable[[Path, Path], None], tars: list[Path], sync: bool) -> float:
+            with scratch(workdir, "unpack-") as root:
+                os.sync()  # start from clean page cache writes: count only our own
+                start = time.perf_counter()
+                for n, tar in enumerate(tars):
+                    extract(tar, root / f"l{n}")
+                if sync:
+                    os.sync()
+                return time.perf_counter() - start
+
+        cases = [
+            ("plain tars (page cache)", plain, False),
+            ("plain tars + sync", plain, True),
+            ("gzip layers + sync", gzipped, True),
+        ]
+        def disk_write() -> float:
+            with scratch(workdir, "disk-") as root:
+                os.sync()
+                start = time.perf_counter()
+                with (root / "all.tar").open("wb") as out:
+                    for layer in image.layers:
+                        out.write(layer.tar)
+                    os.fsync(out.fileno())
+                return time.perf_counter() - start
+
+        (disk,) = best_of_each(runs, disk_write)
+        figures = [Figure("disk reference: the same bytes as one file + fsync", disk, tar_mb)]
+        for label, tars, sync in cases:
+            ours, theirs = best_of_each(
+                runs,
+                lambda t=tars, s=sync: run(stack_extract, t, s),
+                lambda t=tars, s=sync: run(tar_extract, t, s),
+            )
+            figures.append(Figure(f"stack unpack, {label}", ours, tar_mb, members))
+            figures.append(Figure(f"tar -xf, {label}", theirs, tar_mb, members))
+        return figures
+
+
+def stack_extract(tar: Path, dest: Path) -> None:
+    with tar.open("rb") as stream:
+        unpack_layer_tar(stream, PLAIN_LAYER, dest)  # compression is sniffed from the bytes
+
+
+def tar_extract(tar: Path, dest: Path) -> None:
+    dest.mkdir()
+    subprocess.run(["tar", "-xf", str(tar), "-C", str(dest)], check=True)
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=200, help="uncompressed image size")
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where stores and unpacked trees go (the disk measured)")
+    args = parser.parse_args()
+    if shutil.which("skopeo") is None:
+        parser.error("skopeo is not installed (apt-get install skopeo)")
+
+    start = time.perf_counter()
+    image = build_bench_image(args.size_mb, args.layers)
+    tar_mb = sum(len(layer.tar) for layer in image.layers) / MB
+    blob_mb = sum(len(layer.blob) for layer in image.layers) / MB
+    print(f"image: {len(image.layers)} gzip layers, {tar_mb:.0f} MB unpacked, "
+          f"{blob_mb:.0f} MB compressed (built in {time.perf_counter() - start:.0f} s); "
+          f"best of {args.runs}, work dir {args.workdir}")
+
+    with scratch(args.workdir, "images-bench-") as root:
+        with run_registry(root) as server:
+            layout = write_oci_layout(root / "layout", [image], names="tag")
+            skopeo("copy", "--preserve-digests", "--dest-tls-verify=false",
+                   f"oci:{layout}:latest", f"docker://{server.host}/{REPOSITORY}:latest")
+            print("pull (MB/s of compressed blobs):")
+            for figure in bench_pulls(server, image, root, args.runs):
+                print(figure.line())
+        print("push (MB/s of compressed blobs, one run):")
+        for figure in bench_push(image, root):
+            print(figure.line())
+        print("unpack (MB/s of uncompressed tar):")
+        for figure in bench_unpack(image, root, args.runs):
+            print(figure.line())
+    return 0
+
+
+if __name__ == "__main__":
+    # Ctrl-C, and a plain `kill`, unwind through every cleanup (registry, directories),
+    # even when started in the background of a shell that set SIGINT to be ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
