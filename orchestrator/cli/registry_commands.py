@@ -68,13 +68,13 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
     wanted = _images_of_services(args, for_push=False)
     failures: list[str] = []
 
-    async def pull(service: str, image: str, policy: str) -> None:
+    async def pull(service: str, image: str, policy: str, platform: str | None) -> None:
         if policy in ("never", "build") or (
             policy in _PULL_IF_MISSING and store.resolve(image) is not None
         ):
             return
         try:
-            await pull_image(store, image, progress=_printer(args),
+            await pull_image(store, image, platform=platform, progress=_printer(args),
                              insecure_registries=_insecure())
         except StackError as error:
             if not args.ignore_pull_failures:
@@ -82,8 +82,8 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
             failures.append(f"{service}: {error}")
 
     async with trio.open_nursery() as nursery:
-        for service, image, policy in wanted:
-            nursery.start_soon(pull, service, image, policy)
+        for service, image, policy, platform in wanted:
+            nursery.start_soon(pull, service, image, policy, platform)
     for failure in failures:
         print(f"warning: {failure}", file=sys.stderr)
     return 0
@@ -92,13 +92,15 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
 async def _stack_push(store: Any, args: argparse.Namespace) -> int:
     from orchestrator.runtime.images.push import push_image
 
-    for _service, image, _policy in _images_of_services(args, for_push=True):
+    for _service, image, _policy, _platform in _images_of_services(args, for_push=True):
         await push_image(store, image, progress=_printer(args), insecure_registries=_insecure())
     return 0
 
 
-def _images_of_services(args: argparse.Namespace, for_push: bool) -> list[tuple[str, str, str]]:
-    """(service, image, pull_policy) for the selected services that name an image.
+def _images_of_services(
+    args: argparse.Namespace, for_push: bool
+) -> list[tuple[str, str, str, str | None]]:
+    """(service, image, pull_policy, platform) for the selected services that name an image.
 
     Pushing concerns the services that are built and named (`build` and
     `image`), as in compose; pulling, every service with an image.
@@ -119,7 +121,7 @@ def _images_of_services(args: argparse.Namespace, for_push: bool) -> list[tuple[
         if not image or (for_push and not service.get("build")):
             continue
         policy = service.get("pull_policy") or ("build" if service.get("build") else "missing")
-        selected.append((name, image, policy))
+        selected.append((name, image, policy, service.get("platform")))
     return selected
 
 

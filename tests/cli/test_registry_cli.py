@@ -110,3 +110,42 @@ def test_stack_pull_follows_each_services_pull_policy(tmp_path: Path) -> None:
 def run(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*STACK, *args], env={**os.environ, **env}, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_pull_save_load_push_pull_round_trip_keeps_every_digest(tmp_path: Path) -> None:
+    from support.images import multilayer_image, write_oci_layout
+
+    image = multilayer_image()
+    layout = write_oci_layout(tmp_path / "layout", [image])
+    with run_registry(tmp_path) as registry:
+        origin = f"{registry.host}/origin/multi:v1"
+        seed = {"STACK_ROOT": str(tmp_path / "seed")}
+        run(seed, "image", "load", "-i", str(layout))
+        run(seed, "image", "tag", image.references[0], origin)
+        assert run(seed, "image", "push", "-q", origin).returncode == 0
+
+        first = {"STACK_ROOT": str(tmp_path / "first")}
+        assert run(first, "image", "pull", "-q", origin).returncode == 0
+        archive = tmp_path / "saved.tar"
+        assert run(first, "image", "save", "-o", str(archive), origin).returncode == 0
+
+        second = {"STACK_ROOT": str(tmp_path / "second")}
+        assert run(second, "image", "load", "-i", str(archive)).returncode == 0
+        copy = f"{registry.host}/copy/multi:v1"
+        run(second, "image", "tag", origin, copy)
+        assert run(second, "image", "push", "-q", copy).returncode == 0
+
+        third = {"STACK_ROOT": str(tmp_path / "third")}
+        assert run(third, "image", "pull", "-q", copy).returncode == 0
+
+        seen = [
+            json.loads(run(env, "image", "inspect", name).stdout)[0]
+            for env, name in ((first, origin), (second, origin), (third, copy))
+        ]
+        for inspected in seen:
+            assert inspected["ManifestDigest"] == image.manifest_digest
+            assert inspected["Id"] == image.config_digest
+            assert inspected["RootFS"]["Layers"] == image.diff_ids
+            assert [layer["digest"] for layer in inspected["Manifest"]["layers"]] == [
+                layer.digest for layer in image.layers
+            ]
