@@ -5,6 +5,13 @@ layers/ last, so layers/ only ever holds complete trees; `layer.json` inside is
 the proof. Unpacking is serialized per (parent, blob) with an fcntl lock, so
 concurrent pulls in any threads or processes unpack a layer once and the others
 find it.
+
+A layer's tree does not depend on its parent's tree, only its name (the chain
+id) does, and the parent's chain id is known from the image config before
+anything is unpacked. So the layers of one image are unpacked side by side, and
+a layer may be published before the one below it. That never shows a partial
+image: an image is recorded only once all its layers are there, and a pull that
+fails takes back every layer it added.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from orchestrator.runtime.images.digests import (
     HashingReader,
     chain_id,
+    chain_ids,
     digest_hex,
     sha256_digest,
     validate_digest,
@@ -31,6 +40,10 @@ from orchestrator.runtime.images.store_files import corrupt_blob, file_lock, fsy
 from orchestrator.spec.errors import StackError
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
+
+UNPACK_THREADS = 2
+"""Layers unpacked at once. Each also has a thread decompressing ahead, and
+creating files costs kernel CPU, so more than the usual two cores buys little."""
 
 
 class LayerStore:
@@ -52,14 +65,31 @@ class LayerStore:
     ) -> LayerInfo:
         validate_digest(digest, "layer digest")
         layer_compression(media_type)
-        if parent is not None and self.metadata(parent) is None:
-            raise StackError(f"parent layer {parent} is not unpacked in the image store")
+        if parent is not None:
+            validate_digest(parent, "parent chain id")
         key = digest_hex(sha256_digest(f"{parent or ''} {digest}".encode()))
         with file_lock(self._locks / f"unpack-{key}.lock"):
             found = self._find(digest, parent, diff_id)
             if found is not None:
                 return found
             return self._unpack_new(digest, media_type, parent, diff_id)
+
+    def unpack_image(
+        self, layers: list[tuple[str, str, str]], threads: int = UNPACK_THREADS
+    ) -> list[LayerInfo]:
+        """Unpack the layers (blob digest, media type, diff id) of one image, bottom
+        first, `threads` at a time; their LayerInfos in the same order."""
+        parents = [None, *chain_ids(diff_id for _, _, diff_id in layers)][:-1]
+        with ThreadPoolExecutor(threads, thread_name_prefix="unpack") as pool:
+            jobs = [
+                pool.submit(self.unpack, digest, media_type, parent, diff_id)
+                for (digest, media_type, diff_id), parent in zip(layers, parents, strict=True)
+            ]
+            try:
+                return [job.result() for job in jobs]
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # no point unpacking the rest
+                raise
 
     def _find(self, digest: str, parent: str | None, diff_id: str | None) -> LayerInfo | None:
         if diff_id is not None:

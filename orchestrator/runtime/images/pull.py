@@ -3,8 +3,9 @@
 One pull: resolve the reference to one image manifest (an index is narrowed to
 the platform asked for), fetch and check its config, download the layer blobs
 a few at a time straight into the store (each verified by size and sha256
-before it is committed), and unpack each layer as soon as it and the ones
-below it are there. The image gets its name last, so it appears complete or
+before it is committed), and unpack each layer as soon as its blob is there
+(a layer's tree does not need the one below it, only its chain id does, and
+the config gives every chain id up front). The image gets its name last, so it appears complete or
 not at all.
 
 Failures leave the store as the pull found it: anything this pull added (blobs,
@@ -37,6 +38,7 @@ import trio
 
 from orchestrator.runtime.images.digests import chain_ids
 from orchestrator.runtime.images.image_config import check_config_matches, parse_image_config
+from orchestrator.runtime.images.layers import UNPACK_THREADS
 from orchestrator.runtime.images.manifest import (
     Descriptor,
     Manifest,
@@ -237,7 +239,7 @@ async def _resolve_manifest(client: RegistryClient, ref: Reference, platform: st
 
 
 class _Pull:
-    """One pull after its manifest is known: blobs, unpacking in order, naming, or rollback."""
+    """One pull after its manifest is known: blobs, unpacking, naming, or rollback."""
 
     def __init__(
         self,
@@ -256,7 +258,7 @@ class _Pull:
         self.progress = progress
         self.image = image
         self.parallel = parallel
-        self.worker = Worker(parallel + 2)  # the downloads' writes, the unpacker, one spare
+        self.worker = Worker(parallel + 1)  # the downloads' writes and one spare
         self.blobs = {manifest.digest, manifest.config.digest}
         self.blobs.update(layer.digest for layer in manifest.layers)
         self.chains: list[str] = []
@@ -321,21 +323,22 @@ class _Pull:
         self.chains = chain_ids(config.diff_ids)
 
     async def _layers(self) -> None:
-        ready = [trio.Event() for _ in self.manifest.layers]
         slots = trio.Semaphore(self.parallel)
+        unpackers = trio.CapacityLimiter(UNPACK_THREADS)
         try:
             async with trio.open_nursery() as nursery:
-                for layer, done in zip(self.manifest.layers, ready, strict=True):
-                    nursery.start_soon(self._fetch_layer, layer, done, slots)
-                nursery.start_soon(self._unpack_in_order, ready)
+                for n, layer in enumerate(self.manifest.layers):
+                    nursery.start_soon(self._layer, layer, n, slots, unpackers)
         except BaseExceptionGroup as group:
             raise single_error(group) from None
 
-    async def _fetch_layer(
-        self, layer: Descriptor, done: trio.Event, slots: trio.Semaphore
+    async def _layer(
+        self, layer: Descriptor, n: int, slots: trio.Semaphore, unpackers: trio.CapacityLimiter
     ) -> None:
-        """Make the layer's blob present: found, downloaded by another pull, or by us."""
+        """Make the `n`th layer's blob present (found, downloaded by another pull,
+        or by us), then its unpacked tree."""
         short = short_digest(layer.digest)
+        chain, parent = self.chains[n], self.chains[n - 1] if n else None
 
         async def fetch() -> None:
             if await self.worker.run(self.store.has_blob, layer.digest):
@@ -348,7 +351,19 @@ class _Pull:
         if self.progress is not None and layer.digest in self.claims.shared.downloads:
             self.emit(short, "waiting")
         await self.claims.once(layer.digest, fetch)
-        done.set()
+
+        unpacked = await self.worker.run(self.store.has_layer, chain)
+        if not unpacked:
+            self.emit(short, "extracting", 0, layer.size)
+        await trio.to_thread.run_sync(
+            partial(self.store.unpack_layer, diff_id=self.diff_ids[n]),
+            layer.digest,
+            layer.media_type,
+            parent,
+            limiter=unpackers,
+        )
+        if not unpacked or layer.digest in self.downloaded:
+            self.emit(short, "pull complete", layer.size, layer.size)
 
     async def _download(self, layer: Descriptor, short: str) -> None:
         bar = ByteProgress(self.progress, self.image, short, "downloading", layer.size)
@@ -381,27 +396,6 @@ class _Pull:
             raise StackError(
                 f"cannot store blob {digest} in {self.store.root}: {error.strerror or error}"
             ) from None
-
-    async def _unpack_in_order(self, ready: list[trio.Event]) -> None:
-        """Unpack each layer once it and every layer below it are present."""
-        parent: str | None = None
-        for layer, diff_id, chain, done in zip(
-            self.manifest.layers, self.diff_ids, self.chains, ready, strict=True
-        ):
-            await done.wait()
-            short = short_digest(layer.digest)
-            unpacked = await self.worker.run(self.store.has_layer, chain)
-            if not unpacked:
-                self.emit(short, "extracting", 0, layer.size)
-            info = await self.worker.run(
-                partial(self.store.unpack_layer, diff_id=diff_id),
-                layer.digest,
-                layer.media_type,
-                parent,
-            )
-            parent = info.chain_id
-            if not unpacked or layer.digest in self.downloaded:
-                self.emit(short, "pull complete", layer.size, layer.size)
 
 
 def _read_intact(store: ImageStore, digest: str) -> bytes | None:

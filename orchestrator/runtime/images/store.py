@@ -193,10 +193,10 @@ class ImageStore:
                     f"image {manifest_digest}: layer blob {layer.digest} is not in the image store"
                 )
         with self._locked("gc", shared=True):
-            parent = None
-            for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
-                unpacked = self._layer_store.unpack(layer.digest, layer.media_type, parent, diff_id)
-                parent = unpacked.chain_id
+            self._layer_store.unpack_image([
+                (layer.digest, layer.media_type, diff_id)
+                for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+            ])
             with self._index_update() as index:
                 index["images"][manifest_digest] = {"config": manifest.config.digest}
                 for ref in refs:

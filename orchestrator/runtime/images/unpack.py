@@ -12,31 +12,23 @@ The result is in overlayfs "upper" format, ready to be a lowerdir: an OCI
 whiteout `.wh.name` becomes a 0:0 character device `name`, and an opaque marker
 `.wh..wh..opq` becomes the xattr `trusted.overlay.opaque=y` on its directory.
 
-The diff id (sha256 of the uncompressed tar) is computed while streaming; a
-layer is never held in memory.
+The diff id (sha256 of the uncompressed tar) is computed while streaming, by
+the thread that decompresses ahead (layerstream.py); a layer is never held in
+memory.
 """
 
 from __future__ import annotations
 
 import base64
-import bz2
-import gzip
-import lzma
 import os
-import re
 import stat
 import tarfile
 import urllib.parse
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-import zstandard
-
-from orchestrator.runtime.images.digests import HashingReader
+from orchestrator.runtime.images.layerstream import DecompressedLayer
 from orchestrator.runtime.images.layertree import LayerTree, entry_parts, link_parts
 from orchestrator.runtime.images.manifest import layer_compression
 from orchestrator.spec.errors import StackError
@@ -45,11 +37,6 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _AUFS_META_PREFIX = ".wh..wh."
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")  # "BZh" alone could start a tar member's name
-_XZ_MAGIC = b"\xfd7zXZ\x00"
-_HEAD = 10
 
 class UnpackResult(NamedTuple):
     diff_id: str  # sha256 of the uncompressed tar, as listed in the image config's rootfs
@@ -67,62 +54,13 @@ def unpack_layer_tar(stream: BinaryIO, media_type: str, dest: Path) -> UnpackRes
     it only on success.
     """
     layer_compression(media_type)  # refuses media types that are no (unencrypted) layer
-    with _decompressed(stream) as plain:
-        tar_stream = HashingReader(plain)
+    with DecompressedLayer(stream) as tar_stream:
         size = _extract(tar_stream, Path(dest))
         tar_stream.drain()
     return UnpackResult(tar_stream.digest, size)
 
 
-class _Prefixed:
-    """Gives back the magic bytes that were read to detect the compression."""
-
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        self._head = head
-        self._stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        if self._head:
-            head = self._head if size < 0 else self._head[:size]
-            self._head = self._head[len(head) :]
-            if size < 0:
-                return head + self._stream.read()
-            return head
-        return self._stream.read(size)
-
-
-@contextmanager
-def _decompressed(stream: BinaryIO) -> Iterator[BinaryIO]:
-    head = b""
-    while len(head) < _HEAD:
-        chunk = stream.read(_HEAD - len(head))
-        if not chunk:
-            break
-        head += chunk
-    source: BinaryIO = _Prefixed(head, stream)  # type: ignore[assignment]
-    try:
-        if head.startswith(_GZIP_MAGIC):
-            with gzip.GzipFile(fileobj=source, mode="rb") as plain:
-                yield plain  # type: ignore[misc]
-        elif head.startswith(_ZSTD_MAGIC):
-            decompressor = zstandard.ZstdDecompressor()
-            with decompressor.stream_reader(source, read_across_frames=True, closefd=False) as z:
-                yield z  # type: ignore[misc]
-        elif _BZIP2_MAGIC.match(head):
-            with bz2.BZ2File(source) as plain:
-                yield plain  # type: ignore[misc]
-        elif head.startswith(_XZ_MAGIC):
-            with lzma.LZMAFile(source) as plain:
-                yield plain  # type: ignore[misc]
-        else:
-            yield source
-    except (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as error:
-        if isinstance(error, OSError) and error.errno is not None:
-            raise  # a real I/O error (disk full, ...), reported by the caller
-        raise StackError(f"layer data is truncated or corrupt: {error}") from None
-
-
-def _extract(stream: HashingReader, dest: Path) -> int:
+def _extract(stream: DecompressedLayer, dest: Path) -> int:
     size = 0
     with LayerTree(dest) as tree:
         try:

@@ -58,7 +58,7 @@ def tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
 
 def compress(data: bytes, compression: str) -> bytes:
     if compression == "gzip":
-        return gzip.compress(data)
+        return gzip.compress(data, mtime=0)  # no timestamp: the same layer, the same blob
     if compression == "zstd":
         return zstandard.ZstdCompressor().compress(data)
     return data

@@ -196,6 +196,16 @@ def test_a_layer_is_unpacked_under_its_chain_id_with_its_metadata(store):
     assert store.unpack_layer(blob, MEDIA_TYPES["zstd"], None) == info
 
 
+def test_a_layer_unpacks_before_the_layer_below_it(store):
+    """Only the chain id depends on the parent, so an image's layers unpack side by side."""
+    base_chain = sha256_digest(BASE)
+    top = store.unpack_layer(
+        store.put_blob(TOP), MEDIA_TYPES["plain"], base_chain, diff_id=sha256_digest(TOP)
+    )
+    assert top.chain_id == chain_id(base_chain, sha256_digest(TOP))
+    assert store.has_layer(top.chain_id) and not store.has_layer(base_chain)
+
+
 def test_concurrent_unpacks_of_one_layer_unpack_it_once(store, monkeypatch):
     blob = store.put_blob(compress(BASE, "gzip"))
     calls = []

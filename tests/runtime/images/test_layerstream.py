@@ -1,0 +1,58 @@
+"""Decompressing a layer in a thread of its own: what the tar reader is handed."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import threading
+import zlib
+
+import pytest
+
+from orchestrator.runtime.images.layerstream import CHUNK, DecompressedLayer
+from orchestrator.spec.errors import StackError
+
+
+def read_all(blob: bytes, piece: int = 10240) -> tuple[bytes, str]:
+    with DecompressedLayer(io.BytesIO(blob)) as layer:
+        data = b"".join(iter(lambda: layer.read(piece), b""))
+    return data, layer.digest
+
+
+def test_concatenated_gzip_members_with_zero_padding_read_as_one_stream() -> None:
+    first, second = b"a" * 300000, bytes(range(256)) * 1000
+    blob = gzip.compress(first) + b"\0" * 700 + gzip.compress(second)
+    data, digest = read_all(blob)
+    assert data == first + second
+    assert digest == "sha256:" + hashlib.sha256(first + second).hexdigest()
+
+
+def test_a_gzip_bomb_is_handed_over_a_chunk_at_a_time() -> None:
+    plain = b"\0" * (64 * CHUNK)
+    with DecompressedLayer(io.BytesIO(gzip.compress(plain, 9))) as layer:
+        sizes = [len(piece) for piece in iter(lambda: layer.read(1 << 30), b"")]
+    assert sum(sizes) == len(plain) and max(sizes) <= CHUNK
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad checksum", "garbage after a member"])
+def test_damaged_gzip_is_one_clear_error(damage: str) -> None:
+    blob = gzip.compress(bytes(range(256)) * 4000)
+    if damage == "truncated":
+        blob = blob[: len(blob) // 2]
+    elif damage == "bad checksum":
+        blob = blob[:-8] + bytes([blob[-8] ^ 1]) + blob[-7:]
+    else:
+        blob += b"not gzip"
+    with pytest.raises(StackError, match="truncated or corrupt"):
+        read_all(blob)
+
+
+def test_a_reader_that_gives_up_early_stops_the_thread() -> None:
+    blob = zlib.compress(b"x")  # not gzip: read as a plain tar
+    before = threading.active_count()
+    big = gzip.compress(b"y" * (32 * CHUNK))
+    for data in (blob, big):
+        with DecompressedLayer(io.BytesIO(data)) as layer:
+            layer.read(10)
+    assert threading.active_count() == before
