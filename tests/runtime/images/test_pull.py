@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,24 +43,7 @@ from orchestrator.runtime.images.registry import Credentials, RegistryClient, sa
 from orchestrator.runtime.images.store import ImageStore
 from orchestrator.spec.errors import StackError
 
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests fail fast: one retry, no real backoff."""
-    fast = partial(RegistryClient, retries=1, backoff=0.01, timeout=10)
-    monkeypatch.setattr(pull_module, "RegistryClient", fast)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with run_registry(tmp_path_factory.mktemp("registry")) as server:
-        yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ImageStore]:
-    with ImageStore(tmp_path / "images") as opened:
-        yield opened
+pytestmark = pytest.mark.usefixtures("quick_retries")
 
 
 def sha256(data: bytes) -> str:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 from support.images import BuiltImage, busybox_image, multilayer_image
-from support.registry import RegistryServer, run_registry, run_token_registry
+from support.registry import RegistryServer, run_token_registry
 
-import orchestrator.runtime.images.pull as pull_module
 from orchestrator.runtime.images.progress import ProgressEvent
 from orchestrator.runtime.images.pull import pull_image
 from orchestrator.runtime.images.push import push_image
@@ -18,23 +15,7 @@ from orchestrator.runtime.images.registry import Credentials, RegistryClient, sa
 from orchestrator.runtime.images.store import ImageStore
 from orchestrator.spec.errors import StackError
 
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = partial(RegistryClient, retries=1, backoff=0.01, timeout=10)
-    monkeypatch.setattr(pull_module, "RegistryClient", fast)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with run_registry(tmp_path_factory.mktemp("registry")) as server:
-        yield server
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ImageStore]:
-    with ImageStore(tmp_path / "images") as opened:
-        yield opened
+pytestmark = pytest.mark.usefixtures("quick_retries")
 
 
 def add_to_store(store: ImageStore, image: BuiltImage, *references: str) -> None:
