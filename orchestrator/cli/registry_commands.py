@@ -27,12 +27,6 @@ def run_registry_command(args: argparse.Namespace) -> int:
         return trio.run(_RUNNERS[(args.command, getattr(args, "image_command", None))], store, args)
 
 
-def _insecure() -> list[str]:
-    from orchestrator.runtime.images.reference import parse_insecure_registries
-
-    return list(parse_insecure_registries(os.environ.get("STACK_INSECURE_REGISTRIES", "")))
-
-
 def _printer(args: argparse.Namespace) -> Callable[[Any], None] | None:
     from .progress import ProgressPrinter
 
@@ -44,7 +38,7 @@ async def _image_pull(store: Any, args: argparse.Namespace) -> int:
     from orchestrator.runtime.images.reference import familiar_name, normalize_reference
 
     record = await pull_image(store, args.reference, platform=args.platform,
-                              progress=_printer(args), insecure_registries=_insecure())
+                              progress=_printer(args))
     print(f"Digest: {record.manifest_digest}")
     print(familiar_name(normalize_reference(args.reference)))
     return 0
@@ -53,8 +47,7 @@ async def _image_pull(store: Any, args: argparse.Namespace) -> int:
 async def _image_push(store: Any, args: argparse.Namespace) -> int:
     from orchestrator.runtime.images.push import push_image
 
-    digest = await push_image(store, args.reference, progress=_printer(args),
-                              insecure_registries=_insecure())
+    digest = await push_image(store, args.reference, progress=_printer(args))
     print(f"{args.reference}: digest: {digest}")
     return 0
 
@@ -74,8 +67,7 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
         ):
             return
         try:
-            await pull_image(store, image, platform=platform, progress=_printer(args),
-                             insecure_registries=_insecure())
+            await pull_image(store, image, platform=platform, progress=_printer(args))
         except StackError as error:
             if not args.ignore_pull_failures:
                 raise
@@ -93,7 +85,7 @@ async def _stack_push(store: Any, args: argparse.Namespace) -> int:
     from orchestrator.runtime.images.push import push_image
 
     for _service, image, _policy, _platform in _images_of_services(args, for_push=True):
-        await push_image(store, image, progress=_printer(args), insecure_registries=_insecure())
+        await push_image(store, image, progress=_printer(args))
     return 0
 
 
@@ -134,8 +126,7 @@ async def _login(args: argparse.Namespace) -> int:
     if not args.username or password is None:
         raise StackError("login needs -u USERNAME and -p PASSWORD (or --password-stdin)")
     credentials = Credentials(args.username, password)
-    async with RegistryClient(registry, credentials=credentials,
-                              insecure=_is_insecure(registry)) as client:
+    async with RegistryClient(registry, credentials=credentials) as client:
         await client.verify_credentials()
     save_credentials(registry, credentials)
     print("Login Succeeded")
@@ -152,12 +143,6 @@ async def _logout(args: argparse.Namespace) -> int:
     else:
         print(f"Not logged in to {registry}")
     return 0
-
-
-def _is_insecure(registry: str) -> bool | None:
-    from orchestrator.runtime.images.reference import is_insecure_allowed
-
-    return True if is_insecure_allowed(registry, _insecure()) else None
 
 
 _RUNNERS = {
