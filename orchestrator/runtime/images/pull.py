@@ -187,19 +187,19 @@ async def pull_image(
 ) -> ImageRecord:
     """Pull `reference` into `store` and name it so; the image as stored.
 
-    A pull by tag records `name:tag`; a pull by digest records `name@digest`,
-    where the digest is the image manifest's (an index digest names no single
-    image in the store, so the platform's manifest digest is recorded instead).
+    A pull by tag records `name:tag`; a pull by digest records `name@digest` as
+    written. When the reference names a multi-platform index, the store also
+    remembers the index digest, so `name@<index digest>` resolves locally later.
     """
     ref = parse_reference(reference).with_default_tag()
     image = familiar_name(ref)
     if progress is not None:
         progress(ProgressEvent(image, IMAGE, "resolving"))
     async with registry_client(ref.domain, insecure_registries, docker_config) as client:
-        manifest = await _resolve_manifest(client, ref, platform or DEFAULT_PLATFORM)
-        name = f"{ref.repository}@{manifest.digest}" if ref.digest else str(ref)
+        manifest, index_digest = await _resolve_manifest(client, ref, platform or DEFAULT_PLATFORM)
+        name = str(ref) if not ref.digest else f"{ref.repository}@{ref.digest}"
         job = _Pull(store, client, ref, manifest, progress, image, max_concurrent_downloads)
-        record = await job.run(name)
+        record = await job.run(name, index_digest)
     if progress is not None:
         progress(ProgressEvent(image, IMAGE, "pull complete"))
     return record
@@ -219,12 +219,16 @@ async def _get_manifest(client: RegistryClient, ref: Reference, target: str) -> 
         raise
 
 
-async def _resolve_manifest(client: RegistryClient, ref: Reference, platform: str) -> Manifest:
-    """The image manifest `ref` names, through an index if it names one."""
+async def _resolve_manifest(
+    client: RegistryClient, ref: Reference, platform: str
+) -> tuple[Manifest, str | None]:
+    """The image manifest `ref` names, and the digest of the index it came through (if any)."""
     where = familiar_name(ref)
     fetched = await _get_manifest(client, ref, ref.digest or ref.tag or "latest")
     document = parse_manifest(fetched.data, fetched.media_type, where=where)
+    index_digest = None
     if isinstance(document, ManifestIndex):
+        index_digest = fetched.digest
         entry = select_platform(document, platform, where=where)
         fetched = await _get_manifest(client, ref, entry.digest)
         if len(fetched.data) != entry.size:
@@ -235,7 +239,7 @@ async def _resolve_manifest(client: RegistryClient, ref: Reference, platform: st
         document = parse_manifest(fetched.data, fetched.media_type, where=where)
         if isinstance(document, ManifestIndex):
             raise StackError(f"{where}: the index entry for {platform} is another index")
-    return document
+    return document, index_digest
 
 
 class _Pull:
@@ -270,7 +274,7 @@ class _Pull:
         if self.progress is not None:
             self.progress(ProgressEvent(self.image, layer, status, current, total))
 
-    async def run(self, name: str) -> ImageRecord:
+    async def run(self, name: str, index_digest: str | None) -> ImageRecord:
         claims = self.claims
         try:
             claims.add(self.blobs)
@@ -282,7 +286,11 @@ class _Pull:
                 had_chains = await self.worker.run(self._unpacked_chains)
                 await self._layers()
                 await self.worker.run(self.store.put_blob, self.manifest.raw, self.manifest.digest)
-                return await self.worker.run(self.store.add_image, self.manifest.digest, [name])
+                return await self.worker.run(
+                    partial(self.store.add_image, index_digest=index_digest),
+                    self.manifest.digest,
+                    [name],
+                )
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self.worker.run(

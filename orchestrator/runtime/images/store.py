@@ -178,15 +178,27 @@ class ImageStore:
 
     # -- images -------------------------------------------------------------------
 
-    def add_image(self, manifest_digest: str, references: Iterable[str] = ()) -> ImageRecord:
+    def add_image(
+        self,
+        manifest_digest: str,
+        references: Iterable[str] = (),
+        *,
+        index_digest: str | None = None,
+    ) -> ImageRecord:
         """Record an image whose manifest, config and layer blobs are all stored:
-        unpack its layers, then give it `references`."""
+        unpack its layers, then give it `references`.
+
+        `index_digest` is the multi-platform index the image was chosen from: it
+        is remembered, so `name@<index digest>` (how files usually pin images)
+        finds this image without asking the registry again.
+        """
         manifest = self._manifest(manifest_digest)
         config = parse_image_config(
             self.read_blob(manifest.config.digest), where=f"image config {manifest.config.digest}"
         )
         check_config_matches(manifest, config)
-        refs = [self._checked_reference(r, manifest_digest) for r in references]
+        known = {manifest_digest, index_digest} - {None}
+        refs = [self._checked_reference(r, manifest_digest, known) for r in references]
         for layer in manifest.layers:
             if not self.has_blob(layer.digest):
                 raise StackError(
@@ -198,16 +210,21 @@ class ImageStore:
                 for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
             ])
             with self._index_update() as index:
-                index["images"][manifest_digest] = {"config": manifest.config.digest}
+                entry = index["images"].setdefault(manifest_digest, {})
+                entry["config"] = manifest.config.digest
+                if index_digest is not None:
+                    entry["indexes"] = sorted({*entry.get("indexes", ()), index_digest})
                 for ref in refs:
                     index["references"][ref] = manifest_digest
         return self.image(manifest_digest)
 
     def tag(self, reference: str, manifest_digest: str) -> None:
-        ref = self._checked_reference(reference, manifest_digest)
         with self._index_update() as index:
-            if manifest_digest not in index["images"]:
+            entry = index["images"].get(manifest_digest)
+            if entry is None:
                 raise StackError(f"no such image: {manifest_digest}")
+            known = {manifest_digest, *entry.get("indexes", ())}
+            ref = self._checked_reference(reference, manifest_digest, known)
             index["references"][ref] = manifest_digest
 
     def untag(self, reference: str) -> None:
@@ -337,27 +354,40 @@ class ImageStore:
         except StackError:
             return None
 
-    def _checked_reference(self, reference: str, manifest_digest: str) -> str:
+    def _checked_reference(self, reference: str, manifest_digest: str, known: set[str]) -> str:
+        """`reference` normalized; a digest in it must be the image's (or its index's)."""
         validate_digest(manifest_digest, "manifest digest")
         ref = normalize_reference(reference)
         digest = parse_reference(ref).digest
-        if digest is not None and digest != manifest_digest:
+        if digest is not None and digest not in known:
             raise StackError(f"reference {reference} names another manifest than {manifest_digest}")
         return ref
+
+    @staticmethod
+    def _by_digest(images: dict[str, dict[str, Any]], digest: str) -> str | None:
+        """The image with this manifest digest, or chosen from the index with this digest."""
+        if digest in images:
+            return digest
+        for manifest, entry in images.items():
+            if digest in entry.get("indexes", ()):
+                return manifest
+        return None
 
     def _resolve(self, index: dict[str, Any], name: str) -> str | None:
         images: dict[str, dict[str, str]] = index["images"]
         if is_digest(name):
-            if name in images:
-                return name
+            found = self._by_digest(images, name)
+            if found is not None:
+                return found
         else:
             ref = self._as_reference(name)
             if ref is not None:
                 if ref in index["references"]:
                     return index["references"][ref]
                 digest = parse_reference(ref).digest
-                if digest in images:
-                    return digest
+                found = self._by_digest(images, digest) if digest is not None else None
+                if found is not None:
+                    return found
         owners: dict[str, set[str]] = {}
         for manifest, entry in images.items():
             owners.setdefault(manifest, set()).add(manifest)

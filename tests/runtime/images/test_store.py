@@ -391,3 +391,14 @@ def test_add_image_refuses_an_index_and_a_reference_to_another_digest(store):
     manifest = put_image(store, [BASE])
     with pytest.raises(StackError, match="another manifest"):
         store.add_image(manifest, [f"x@{sha256_digest(b'other')}"])
+
+
+def test_an_image_chosen_from_an_index_is_found_by_the_index_digest(store):
+    manifest = put_image(store, [BASE])
+    index = sha256_digest(b"a multi-platform index naming that manifest")
+    store.add_image(manifest, ["app:1"], index_digest=index)
+    assert store.resolve(f"app@{index}") == manifest
+    assert store.resolve(index) == manifest
+    store.tag(f"app@{index}", manifest)
+    with pytest.raises(StackError, match="names another manifest"):
+        store.tag(f"app@{sha256_digest(b'some other index')}", manifest)
