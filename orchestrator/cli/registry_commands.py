@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from orchestrator.spec.errors import StackError
-
-# pull_policy values that mean "pull only when the image is not in the store".
-_PULL_IF_MISSING = frozenset({"missing", "if_not_present", "daily", "weekly"})
 
 
 def run_registry_command(args: argparse.Namespace) -> int:
@@ -57,14 +55,15 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
     import trio
 
     from orchestrator.runtime.images.pull import pull_image
+    from orchestrator.runtime.images.pull_policy import needs_pull
 
     wanted = _images_of_services(args, for_push=False)
     failures: list[str] = []
 
     async def pull(service: str, image: str, policy: str, platform: str | None) -> None:
-        if policy in ("never", "build") or (
-            policy in _PULL_IF_MISSING and store.resolve(image) is not None
-        ):
+        present = await trio.to_thread.run_sync(store.resolve, image) is not None
+        last_pulled = await trio.to_thread.run_sync(store.last_pull, image)
+        if not needs_pull(policy, present=present, last_pulled=last_pulled, now=time.time()):
             return
         try:
             await pull_image(store, image, platform=platform, progress=_printer(args))

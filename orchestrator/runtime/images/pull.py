@@ -27,6 +27,7 @@ downloaded twice.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ async def pull_image(
         name = str(ref) if not ref.digest else f"{ref.repository}@{ref.digest}"
         job = _Pull(store, client, ref, manifest, progress, image, max_concurrent_downloads)
         record = await job.run(name, index_digest)
+        await trio.to_thread.run_sync(store.record_pull, name, time.time())
     if progress is not None:
         progress(ProgressEvent(image, IMAGE, "pull complete"))
     return record

@@ -227,6 +227,16 @@ class ImageStore:
             ref = self._checked_reference(reference, manifest_digest, known)
             index["references"][ref] = manifest_digest
 
+    def record_pull(self, reference: str, when: float) -> None:
+        """Note that `reference` was pulled at `when` (epoch seconds), for pull policies."""
+        ref = normalize_reference(reference)
+        with self._index_update() as index:
+            index.setdefault("pulls", {})[ref] = when
+
+    def last_pull(self, reference: str) -> float | None:
+        """When `reference` was last pulled, if it ever was."""
+        return self._read_index().get("pulls", {}).get(normalize_reference(reference))
+
     def untag(self, reference: str) -> None:
         ref = normalize_reference(reference)
         with self._index_update() as index:

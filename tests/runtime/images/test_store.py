@@ -402,3 +402,9 @@ def test_an_image_chosen_from_an_index_is_found_by_the_index_digest(store):
     store.tag(f"app@{index}", manifest)
     with pytest.raises(StackError, match="names another manifest"):
         store.tag(f"app@{sha256_digest(b'some other index')}", manifest)
+
+
+def test_the_last_pull_of_a_reference_is_remembered(store):
+    assert store.last_pull("app:1") is None
+    store.record_pull("app:1", 1_700_000_000.0)
+    assert store.last_pull("docker.io/library/app:1") == 1_700_000_000.0
