@@ -16,11 +16,11 @@ def resolved(text: str, base: str = "/proj") -> dict:
 
 
 def test_bind_sources_are_joined_but_volume_names_are_not(monkeypatch):
-    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setenv("HOME", "/home/me")
     data = resolved("services:\n  a:\n    volumes: ['./data:/data:ro', 'named:/x', /anon,"
                     " '~/foo:/foo:z', '../up:/e', '.:/g', '/abs/../x:/h', 'a:b:c:d']\n")
     sources = [v.get("source") for v in data["services"]["a"]["volumes"]]
-    assert sources == ["/proj/data", "named", None, "/root/foo", "/up", "/proj", "/abs/../x",
+    assert sources == ["/proj/data", "named", None, "/home/me/foo", "/up", "/proj", "/abs/../x",
                        "/proj/a:b"]
 
 
