@@ -414,7 +414,10 @@ async def test_a_registry_that_goes_away_mid_pull_leaves_the_store_unchanged(
         with pytest.raises(StackError) as error:
             await pull_image(store, f"{doomed.host}/team/big:1", progress=stop_midway)
 
-    assert_one_line(error.value, "truncated")
+    # Layers download in parallel: the big one is cut short, and one that had not
+    # started yet may find nobody listening; whichever fails first is reported.
+    assert_one_line(error.value, "")
+    assert re.search(r"truncated|cannot connect", str(error.value)), str(error.value)
     assert snapshot(store.root) == before
     await upload(registry.host, "team/big", "1", image)
     record = await pull_image(store, f"{registry.host}/team/big:1")
