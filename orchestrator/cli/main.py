@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .volumes import add_volume_commands
+
 if TYPE_CHECKING:
     from orchestrator.spec.errors import StackError
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--format", choices=("text", "dot", "mermaid"), default="text")
 
     _add_image_commands(commands)
+    add_volume_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
@@ -142,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .images import run_image
 
             return run_image(args)
+        if args.command == "volume":
+            from .volumes import run_volume
+
+            return run_volume(args)
     except StackError as error:
         _shorten_location(error)
         print(f"error: {error}", file=sys.stderr)

@@ -172,6 +172,19 @@ class ImageStore:
         with self._locked("gc", shared=True):
             return self._layer_store.unpack(digest, media_type, parent, diff_id)
 
+    def layer_dirs(self, record: ImageRecord) -> list[str]:
+        """The image's unpacked layer trees, topmost first (overlay lowerdir order)."""
+        dirs = []
+        for layer in reversed(record.layers):
+            path = self._layer_store.path(layer.chain_id) / "diff"
+            if not path.is_dir():
+                raise StackError(
+                    f"image {record.manifest_digest}: layer {layer.chain_id} is not unpacked",
+                    hint="pull or load the image again",
+                )
+            dirs.append(str(path))
+        return dirs
+
     def has_layer(self, chain: str) -> bool:
         """Whether the layer stack `chain` (a chain id) is unpacked, completely."""
         return self._layer_store.metadata(chain) is not None

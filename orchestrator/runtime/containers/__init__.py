@@ -1,0 +1,1 @@
+"""Containers: launch specs, isolation, cgroups, lifecycle, logs and exec."""

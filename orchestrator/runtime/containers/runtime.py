@@ -1,0 +1,331 @@
+"""The container runtime's library API, for trio callers (the engine, tests, benchmarks).
+
+create → start → (exec, logs, pause/unpause, kill) → stop → remove. Creating
+writes the container's folder from a validated launch spec and touches no
+kernel object; starting asks the keeper to launch it; everything after that
+works from the container's state, so any process — a restarted engine, a CLI —
+can pick a container up where another left it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from orchestrator.runtime.containers.cgroups import Cgroup
+from orchestrator.runtime.containers.keeper_client import KeeperClient
+from orchestrator.runtime.containers.launchspec import (
+    LaunchSpec,
+    ProcessSpec,
+    signal_number,
+    validate_spec,
+)
+from orchestrator.runtime.containers.service_mounts import FileToWrite
+from orchestrator.runtime.containers.state import (
+    ContainerDir,
+    ContainerState,
+    container_ids,
+    is_alive,
+)
+from orchestrator.spec.errors import StackError
+
+
+class ContainerError(StackError):
+    """A container operation that cannot be done, worded for the user."""
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    spec: LaunchSpec
+    state: ContainerState
+    metadata: dict[str, Any]
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+class ContainerRuntime:
+    def __init__(self, state_root: Path):
+        self.state_root = state_root
+        self.root = state_root / "containers"
+        self.keeper = KeeperClient(self.root)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _dir(self, container_id: str) -> ContainerDir:
+        return ContainerDir(self.root, container_id)
+
+    def get(self, name_or_id: str) -> Container:
+        container_id = self.resolve(name_or_id)
+        folder = self._dir(container_id)
+        config = folder.read_config()
+        return Container(
+            container_id, config["name"], LaunchSpec.from_json(config["spec"]),
+            folder.read_state(), config.get("metadata", {}),
+        )
+
+    def resolve(self, name_or_id: str) -> str:
+        ids = container_ids(self.root)
+        if name_or_id in ids:
+            return name_or_id
+        by_name = [i for i in ids if self._name_of(i) == name_or_id]
+        if by_name:
+            return by_name[0]
+        by_prefix = [i for i in ids if i.startswith(name_or_id)] if len(name_or_id) >= 3 else []
+        if len(by_prefix) == 1:
+            return by_prefix[0]
+        raise ContainerError(f"no such container: {name_or_id}")
+
+    def _name_of(self, container_id: str) -> str:
+        try:
+            return str(self._dir(container_id).read_config()["name"])
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def list(self) -> list[Container]:
+        containers = []
+        for container_id in container_ids(self.root):
+            try:
+                containers.append(self.get(container_id))
+            except (OSError, ValueError, KeyError, ContainerError):
+                continue  # a folder half-created by a crash is not a container
+        return containers
+
+    def images_in_use(self) -> set[str]:
+        return {c.spec.image_id for c in self.list() if c.spec.image_id}
+
+    # --- create and remove ----------------------------------------------------------------
+
+    def create(
+        self,
+        spec: LaunchSpec,
+        files: tuple[FileToWrite, ...] | list[FileToWrite] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Container:
+        """Write the container's folder. `spec.id` may be empty: a fresh id is chosen."""
+        container_id = spec.id or secrets.token_hex(32)
+        if spec.id != container_id:
+            spec = LaunchSpec.from_json(spec.to_json() | {"id": container_id})
+        validate_spec(spec)
+        if any(self._name_of(i) == spec.name for i in container_ids(self.root)):
+            raise ContainerError(
+                f'the container name "{spec.name}" is already in use',
+                hint="remove that container or choose another name",
+            )
+        folder = self._dir(container_id)
+        tmp = self.root / f".new-{container_id}"
+        try:
+            tmp.mkdir(parents=True, mode=0o700)
+            for sub in ("upper", "work", "rootfs"):  # the upper's mode is the root's mode
+                (tmp / sub).mkdir(mode=0o755)
+            for item in files:
+                target = tmp / item.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(item.content)
+                os.chown(target, item.uid, item.gid)
+                os.chmod(target, item.mode)
+            staged = ContainerDir(self.root, container_id)
+            staged.path = tmp
+            document = {"id": container_id, "name": spec.name, "spec": spec.to_json()}
+            staged.write_config(document | {"metadata": metadata or {}})
+            staged.write_state(ContainerState())
+            tmp.rename(folder.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.get(container_id)
+
+    async def remove(self, name_or_id: str, *, force: bool = False) -> None:
+        container = self.get(name_or_id)
+        if container.state.status in ("running", "paused"):
+            if not force and self._is_running(container.state):
+                raise ContainerError(
+                    f"cannot remove container {container.name}: it is running",
+                    hint="stop it first or remove with force",
+                )
+            if self._is_running(container.state):
+                await self.kill(container.id, "SIGKILL")
+            await self.wait(container.id)
+        folder = self._dir(container.id)
+        graveyard = self.root / f".removing-{container.id}"
+        folder.path.rename(graveyard)
+        await trio.to_thread.run_sync(_remove_tree, graveyard)
+
+    # --- start, signals, stop -------------------------------------------------------------
+
+    async def start(self, name_or_id: str, *, hold: bool = False) -> int:
+        """Start the container; with `hold`, it waits before exec until `release`."""
+        container = self.get(name_or_id)
+        if self._is_running(container.state):
+            return container.state.pid
+        reply = await self.keeper.request({"op": "start", "id": container.id, "hold": hold})
+        if "error" in reply:
+            raise ContainerError(f"cannot start container {container.name}: {reply['error']}")
+        return int(reply["pid"])
+
+    async def release(self, name_or_id: str) -> None:
+        container = self.get(name_or_id)
+        reply = await self.keeper.request({"op": "release", "id": container.id})
+        if "error" in reply:
+            raise ContainerError(f"container {container.name}: {reply['error']}")
+
+    async def wait(self, name_or_id: str) -> ContainerState:
+        """Until the container is no longer running; its final state."""
+        container = self.get(name_or_id)
+        # The state file may still say running while the keeper records the exit: only
+        # the keeper knows when it is done, so ask it whenever the file says running.
+        if container.state.status in ("running", "paused"):
+            async with await self.keeper.connect() as connection:
+                await connection.send({"op": "wait", "id": container.id})
+                await connection.receive()
+        return self._dir(container.id).read_state()
+
+    async def kill(self, name_or_id: str, signal_name: str = "SIGKILL") -> None:
+        container = self.get(name_or_id)
+        number = signal_number(signal_name)
+        if not self._is_running(container.state):
+            raise ContainerError(f"container {container.name} is not running")
+        try:
+            pidfd = os.pidfd_open(container.state.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if is_alive(container.state):  # same process, not a reused pid
+                signal.pidfd_send_signal(pidfd, number)
+                if number == signal.SIGKILL:
+                    cgroup = Cgroup.open(container.id)
+                    if cgroup:
+                        cgroup.kill()
+        finally:
+            os.close(pidfd)
+
+    async def stop(self, name_or_id: str, timeout: float | None = None) -> ContainerState:
+        """The stop signal, then SIGKILL once the grace period has passed."""
+        container = self.get(name_or_id)
+        if not self._is_running(container.state):
+            return container.state
+        grace = container.spec.stop_grace_period if timeout is None else timeout
+        if container.state.status == "paused":
+            await self.unpause(container.id)
+        with trio.move_on_after(grace):
+            await self.kill(container.id, container.spec.stop_signal)
+            return await self.wait(container.id)
+        if self._is_running(self._dir(container.id).read_state()):
+            await self.kill(container.id, "SIGKILL")
+        return await self.wait(container.id)
+
+    async def restart(self, name_or_id: str, timeout: float | None = None) -> int:
+        await self.stop(name_or_id, timeout)
+        return await self.start(name_or_id)
+
+    async def pause(self, name_or_id: str) -> None:
+        container, cgroup = self._running_cgroup(name_or_id)
+        await trio.to_thread.run_sync(cgroup.freeze)
+        self._set_status(container, "paused")
+
+    async def unpause(self, name_or_id: str) -> None:
+        container, cgroup = self._running_cgroup(name_or_id)
+        await trio.to_thread.run_sync(cgroup.thaw)
+        self._set_status(container, "running")
+
+    def _running_cgroup(self, name_or_id: str) -> tuple[Container, Cgroup]:
+        container = self.get(name_or_id)
+        cgroup = Cgroup.open(container.id)
+        if not self._is_running(container.state) or cgroup is None:
+            raise ContainerError(f"container {container.name} is not running")
+        return container, cgroup
+
+    def _set_status(self, container: Container, status: str) -> None:
+        folder = self._dir(container.id)
+        state = folder.read_state()
+        if state.status in ("running", "paused"):
+            state.status = status
+            folder.write_state(state)
+
+    @staticmethod
+    def _is_running(state: ContainerState) -> bool:
+        return state.status in ("running", "paused") and is_alive(state)
+
+    # --- exec -----------------------------------------------------------------------------
+
+    async def exec(
+        self, name_or_id: str, process: ProcessSpec, stdio: tuple[int, int, int]
+    ) -> int:
+        """Run `process` inside the running container with the given stdio; its exit code."""
+        container = self.get(name_or_id)
+        if not self._is_running(container.state):
+            raise ContainerError(f"container {container.name} is not running")
+        async with await self.keeper.connect() as connection:
+            request = {"op": "exec", "id": container.id, "process": _process_json(process)}
+            await connection.send(request, stdio)
+            reply = await connection.receive()
+            if "error" in reply:
+                raise ContainerError(f"exec in {container.name} failed: {reply['error']}")
+            done = await connection.receive()
+        return int(done["exit_code"])
+
+    def exec_process(
+        self, container: Container, argv: list[str], *, user: tuple[int, int] | None = None,
+        env: list[str] | None = None, cwd: str | None = None, tty: bool = False,
+    ) -> ProcessSpec:
+        """The container's own process settings with the overrides `exec` allows."""
+        base = container.spec.process
+        environment = dict(e.split("=", 1) for e in base.env if "=" in e)
+        for entry in env or []:
+            key, _, value = entry.partition("=")
+            environment[key] = value
+        uid, gid = user if user else (base.uid, base.gid)
+        return ProcessSpec(
+            argv=tuple(argv), env=tuple(f"{k}={v}" for k, v in environment.items()),
+            cwd=cwd or base.cwd, uid=uid, gid=gid,
+            additional_gids=base.additional_gids if user is None else (),
+            capabilities=base.capabilities, no_new_privileges=base.no_new_privileges,
+            rlimits=base.rlimits, tty=tty,
+        )
+
+    async def shutdown_keeper(self) -> None:
+        await self.keeper.shutdown()
+
+
+def _process_json(process: ProcessSpec) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(process)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a container folder without ever crossing into a mount point."""
+    device = os.lstat(path).st_dev
+    for entry in _walk_bottom_up(path, device):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError as error:
+            if error.errno not in (errno.ENOENT,):
+                raise
+    os.rmdir(path)
+
+
+def _walk_bottom_up(path: Path, device: int) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_dev != device:
+                    raise ContainerError(f"refusing to delete {entry.path}: something is mounted")
+                yield from _walk_bottom_up(Path(entry.path), device)
+            yield entry
+

@@ -1,0 +1,105 @@
+"""What the runtime remembers about each container, under `<state root>/containers/<id>/`.
+
+`config.json` is written once at create: the launch spec plus the container's
+name and compose metadata. `state.json` changes over the container's life:
+the keeper writes it when a container starts and when it exits, the runtime
+when it is created, paused or unpaused. Both are replaced atomically.
+
+A pid alone is not an identity (pids are reused), so `state.json` also keeps
+the process's start time from /proc; a pid whose start time differs is a
+different process and is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.runtime.containers.launchspec import LaunchSpec
+from orchestrator.runtime.images.store_files import write_atomic
+
+
+@dataclass
+class ContainerState:
+    status: str = "created"  # created | running | paused | exited
+    pid: int = 0
+    pid_start: int = 0  # /proc/<pid>/stat start time, in clock ticks since boot
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    restart_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ContainerState:
+        known = {k: v for k, v in document.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live process (field 22 of /proc/<pid>/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def is_alive(state: ContainerState) -> bool:
+    return bool(state.pid) and process_start_time(state.pid) == state.pid_start
+
+
+class ContainerDir:
+    """One container's folder and the files in it."""
+
+    def __init__(self, root: Path, container_id: str):
+        self.id = container_id
+        self.path = root / container_id
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    def read_config(self) -> dict[str, Any]:
+        return json.loads(self.config_path.read_text())
+
+    def read_spec(self) -> LaunchSpec:
+        return LaunchSpec.from_json(self.read_config()["spec"])
+
+    def write_config(self, document: dict[str, Any]) -> None:
+        data = json.dumps(document, sort_keys=True).encode()
+        write_atomic(self.config_path, data, self.path)
+
+    def read_state(self) -> ContainerState:
+        try:
+            return ContainerState.from_json(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError):
+            return ContainerState(status="exited", error="state lost")
+
+    def write_state(self, state: ContainerState) -> None:
+        data = json.dumps(state.to_json(), sort_keys=True).encode()
+        write_atomic(self.state_path, data, self.path)
+
+
+def container_ids(root: Path) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if len(n) == 64 and (root / n / "config.json").exists())

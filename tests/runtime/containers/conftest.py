@@ -1,0 +1,48 @@
+"""Real containers for the runtime's tests: a busybox image, a state root, a clean slate.
+
+One state root and one keeper serve the whole session (starting a keeper is
+the slowest part of a container's first start). After every test each
+container is removed; at the end the keeper is stopped, and the session fails
+if anything of ours is left: a process in our cgroups, a cgroup, a container
+folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from support.containers import ServiceRunner, our_cgroups
+from support.images import busybox_image, write_docker_archive_classic
+
+from orchestrator.runtime.containers.runtime import ContainerRuntime
+from orchestrator.runtime.images.exchange import load_archive
+from orchestrator.runtime.images.store import ImageStore
+
+if os.geteuid() != 0:
+    pytest.skip("container tests need root", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def container_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("stack-root")
+    cgroups_before = our_cgroups()
+    with ImageStore(root / "images") as store:
+        archive = write_docker_archive_classic(root / "busybox.tar", [busybox_image()])
+        load_archive(store, str(archive))
+    yield root
+    trio.run(ContainerRuntime(root).shutdown_keeper)
+    assert our_cgroups() - cgroups_before == set(), "cgroups left behind"
+
+
+@pytest.fixture
+async def runner(container_root: Path, tmp_path: Path) -> AsyncIterator[ServiceRunner]:
+    runner = ServiceRunner(container_root, project_dir=tmp_path)
+    try:
+        yield runner
+    finally:
+        await runner.remove_all()
+    assert runner.runtime.list() == []

@@ -1,0 +1,128 @@
+"""Running services as real containers in tests, the way the engine will.
+
+`ServiceRunner` takes a service written as a stack file would write it (YAML
+text), normalizes it with the real stack-file loader, creates the container
+from the stored busybox image, and runs it; tests then look at what a user
+would see: exit codes, output, files.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from orchestrator.runtime.containers.cgroups import detect_layout
+from orchestrator.runtime.containers.log_reader import read_log
+from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
+from orchestrator.runtime.containers.service_container import create_service_container
+from orchestrator.runtime.containers.state import ContainerState, container_ids
+from orchestrator.runtime.images.store import ImageStore
+from orchestrator.runtime.volumes import VolumeStore
+from orchestrator.spec.discovery import ProjectOptions
+from orchestrator.spec.loader import load_stack
+
+
+@dataclass
+class Ran:
+    state: ContainerState
+    stdout: str
+    stderr: str
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.state.exit_code
+
+
+class ServiceRunner:
+    def __init__(self, state_root: Path, project_dir: Path, project: str = "test"):
+        self.state_root = state_root
+        self.project_dir = project_dir
+        self.project = project
+        self.runtime = ContainerRuntime(state_root)
+        self.images = ImageStore(state_root / "images")
+        self.volumes = VolumeStore(state_root / "volumes")
+        self.created: list[str] = []
+
+    def model(self, stack_yaml: str) -> dict[str, Any]:
+        """The normalized model of a stack file written by the test."""
+        path = self.project_dir / "compose.yaml"
+        path.write_text(textwrap.dedent(stack_yaml))
+        options = ProjectOptions(
+            files=[str(path)], project_name=self.project, cwd=str(self.project_dir)
+        )
+        return load_stack(options).model
+
+    def create(self, stack_yaml: str, service: str | None = None, number: int = 1) -> Container:
+        model = self.model(stack_yaml)
+        name = service or next(iter(model["services"]))
+        container = create_service_container(
+            self.runtime, self.images, self.volumes, model["services"][name],
+            project=self.project, project_dir=str(self.project_dir), service_name=name,
+            number=number, project_model=model, project_environment=dict(os.environ),
+        )
+        self.created.append(container.id)
+        return container
+
+    async def start(
+        self, stack_yaml: str, service: str | None = None, number: int = 1
+    ) -> Container:
+        container = self.create(stack_yaml, service, number)
+        await self.runtime.start(container.id)
+        return self.runtime.get(container.id)
+
+    async def run(self, stack_yaml: str, service: str | None = None, timeout: float = 20) -> Ran:
+        container = await self.start(stack_yaml, service)
+        with trio.fail_after(timeout):
+            state = await self.runtime.wait(container.id)
+        return Ran(state, *self.output(container.id))
+
+    def output(self, container_id: str) -> tuple[str, str]:
+        entries = read_log(self.runtime.root / container_id)
+        stdout = "".join(e.text for e in entries if e.stream == "stdout")
+        stderr = "".join(e.text for e in entries if e.stream == "stderr")
+        return stdout, stderr
+
+    async def exec(
+        self, container: Container, argv: list[str], **overrides: Any
+    ) -> tuple[int, str, str]:
+        """Run argv in the container; (exit code, stdout, stderr)."""
+        process = self.runtime.exec_process(self.runtime.get(container.id), argv, **overrides)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdin = os.open("/dev/null", os.O_RDONLY)
+        try:
+            code = await self.runtime.exec(container.id, process, (stdin, out_w, err_w))
+        finally:
+            for fd in (stdin, out_w, err_w):
+                os.close(fd)
+        return code, _drain(out_r), _drain(err_r)
+
+    async def remove_all(self) -> None:
+        for container_id in container_ids(self.runtime.root):
+            await self.runtime.remove(container_id, force=True)
+        for volume in self.volumes.list():
+            self.volumes.remove(volume.name)
+
+
+def _drain(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def our_cgroups() -> set[str]:
+    """Every container cgroup under `stack/` in any hierarchy (tests compare snapshots)."""
+    layout = detect_layout()
+    names: set[str] = set()
+    for directory in [*layout.controllers.values(), layout.unified or ""]:
+        base = Path(directory) / layout.base if directory else None
+        if base and base.is_dir():
+            names.update(p.name for p in base.iterdir() if p.is_dir())
+    return names
