@@ -26,8 +26,16 @@ def state_root() -> str:
 
 def run_image(args: argparse.Namespace) -> int:
     verb = "ls" if args.command == "images" else args.image_command
-    with ImageStore(os.path.join(state_root(), "images")) as store:
+    with ImageStore(os.path.join(state_root(), "images"), in_use=_used_by_containers) as store:
         return _VERBS[verb](store, args)
+
+
+def _used_by_containers(digest: str) -> bool:
+    from pathlib import Path
+
+    from orchestrator.runtime.containers.state import images_in_use
+
+    return digest in images_in_use(Path(state_root()) / "containers")
 
 
 def _list(store: ImageStore, args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -18,6 +19,11 @@ from support.images import (
     write_docker_archive_oci,
     write_oci_layout,
 )
+
+from orchestrator.runtime.containers.runtime import ContainerRuntime
+from orchestrator.runtime.containers.service_container import create_service_container
+from orchestrator.runtime.images.store import ImageStore
+from orchestrator.runtime.volumes import VolumeStore
 
 STACK = [sys.executable, "-m", "orchestrator.cli.main"]
 
@@ -131,3 +137,29 @@ def test_unknown_image_and_bad_archive_are_one_line_errors_that_change_nothing(
     assert broken.returncode == 1
     assert len(broken.stderr.strip().splitlines()) == 1 and "bad.tar" in broken.stderr
     assert store_files(root) == before
+
+
+def test_rm_refuses_an_image_a_container_was_created_from(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    archive = write_docker_archive_oci(tmp_path / "bb.tar", [busybox_image(["busybox:latest"])])
+    assert stack(root, "image", "load", "-i", str(archive)).returncode == 0
+    runtime = ContainerRuntime(root)
+    with ImageStore(root / "images") as images:
+        container = create_service_container(
+            runtime, images, VolumeStore(root / "volumes"),
+            {"image": "busybox", "command": ["true"], "entrypoint": None},
+            project="p", project_dir=str(tmp_path), service_name="app",
+        )
+
+    refused = stack(root, "image", "rm", "busybox")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: image busybox is used by a container (remove the container first, "
+        "or force with -f)"
+    )
+    assert stack(root, "image", "ls", "-q").stdout.strip() != ""
+    forced = stack(root, "image", "rm", "-f", "busybox")
+    assert forced.stdout == "Untagged: busybox:latest\n"
+    assert stack(root, "image", "prune").returncode == 0
+    assert any(name.startswith("layers/") for name in store_files(root))  # still needed
+    shutil.rmtree(root / "containers" / container.id)

@@ -117,12 +117,16 @@ def _drain(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def our_cgroups() -> set[str]:
-    """Every container cgroup under `stack/` in any hierarchy (tests compare snapshots)."""
+def remove_cgroup_parent() -> list[str]:
+    """Remove this session's cgroup parent (STACK_CGROUP_PARENT); the container groups
+    still in it, which should be none."""
     layout = detect_layout()
-    names: set[str] = set()
+    left: set[str] = set()
     for directory in [*layout.controllers.values(), layout.unified or ""]:
-        base = Path(directory) / layout.base if directory else None
-        if base and base.is_dir():
-            names.update(p.name for p in base.iterdir() if p.is_dir())
-    return names
+        parent = Path(directory) / layout.base if directory else None
+        if parent is None or not parent.is_dir():
+            continue
+        left.update(p.name for p in parent.iterdir() if p.is_dir())
+        if not left:
+            parent.rmdir()
+    return sorted(left)

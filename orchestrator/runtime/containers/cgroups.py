@@ -102,7 +102,10 @@ class CgroupLayout:
     base: str = "stack"
 
 
-def detect_layout(root: str = "/sys/fs/cgroup", base: str = "stack") -> CgroupLayout:
+def detect_layout(root: str = "/sys/fs/cgroup", base: str | None = None) -> CgroupLayout:
+    """Where the hierarchies are. Containers' groups go under `base`: `stack`, or
+    `STACK_CGROUP_PARENT` (a test session's own `stack/test-…`, say)."""
+    base = base or os.environ.get("STACK_CGROUP_PARENT") or "stack"
     if os.path.isfile(os.path.join(root, "cgroup.controllers")):
         available = _read(os.path.join(root, "cgroup.controllers")).split()
         controllers = {name: root for name in V2_CONTROLLERS if name in available}
@@ -411,7 +414,10 @@ class Cgroup:
         deadline = time.monotonic() + timeout
         while True:
             if has_kill_file:
-                _write(kill_file, "1")
+                try:
+                    _write(kill_file, "1")
+                except FileNotFoundError:
+                    return  # removed meanwhile (by the keeper): only an empty group can be
             else:
                 # Repeat: a process may have forked between our listing and its death.
                 self._signal_each(sig)
@@ -537,14 +543,28 @@ def _events(path: str, file: str) -> dict[str, int]:
 
 
 def _read(path: str) -> str:
-    with open(path) as file:
-        return file.read()
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError as error:
+        raise _gone(error, path) from None
 
 
 def _write(path: str, value: str) -> None:
     # No O_CREAT: a missing control file means a missing controller, not a file to make.
-    fd = os.open(path, os.O_WRONLY)
     try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise _gone(error, path) from None
+
+
+def _gone(error: OSError, path: str) -> OSError:
+    """ENODEV is a control file whose group was removed after we opened it (the keeper
+    removes a group as its container exits): the same as not finding it at all."""
+    if error.errno == errno.ENODEV:
+        return FileNotFoundError(errno.ENOENT, "cgroup removed", path)
+    return error

@@ -8,6 +8,7 @@ here are Docker's, so a difference is a bug, not a choice.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,9 +73,23 @@ DEFAULT_STOP_GRACE_PERIOD = 10.0  # seconds
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 
 
-def host_rootfs_masks(state_root: Path | str) -> tuple[str, ...]:
-    """The paths hidden when a container runs on the host's `/`, the state root first."""
-    return (str(state_root), *HOST_ROOTFS_MASKS)
+def host_rootfs_masks(rootfs: str, state_root: Path | str) -> tuple[str, ...]:
+    """The paths (inside) hidden when a container runs on the host folder `rootfs`.
+
+    The state root, wherever it lies in that tree — at the path a symlink to
+    it names and where it really is, since the launcher never mounts over a
+    link; and on the host's own `/`, the host's secrets and private folders.
+    """
+    tree = os.path.realpath(rootfs)
+    given = os.path.abspath(state_root)
+    hidden = []
+    for place in (given, os.path.realpath(given)):
+        relative = os.path.relpath(place, tree)
+        if relative.split("/")[0] not in (".", ".."):  # inside the tree, not the tree itself
+            hidden.append("/" + relative)
+    if tree == "/":
+        hidden += HOST_ROOTFS_MASKS
+    return tuple(dict.fromkeys(hidden))
 
 
 def capability_name(name: str) -> str:

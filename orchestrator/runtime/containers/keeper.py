@@ -72,6 +72,7 @@ class Running:
     ingester: LogIngester | None = None
     watches: list[int] = field(default_factory=list)
     pty_master: int = -1
+    terminal: socket.socket | None = None  # brings back the master of a TTY container
     stdin_writer: int = -1
     waiters: list[Client] = field(default_factory=list)
     adopted_pidfd: int = -1
@@ -172,7 +173,11 @@ class Keeper:
 
     def _read_client(self, client: Client) -> None:
         try:
-            data, ancillary, _, _ = client.sock.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+            # Close-on-exec: the descriptors are dup'ed onto an exec's 0, 1 and 2, and these
+            # originals must not leak into the container's process as well.
+            data, ancillary, _, _ = client.sock.recvmsg(
+                65536, socket.CMSG_SPACE(16 * 4), socket.MSG_CMSG_CLOEXEC
+            )
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -261,15 +266,21 @@ class Keeper:
         launch = Launch(client, "start", report_r, go_w, hold=hold, running=running)
         self.selector.register(report_r, selectors.EVENT_READ, ("launch", launch))
 
-    def _container_stdio(self, spec: LaunchSpec, running: Running) -> tuple[int, int, int]:
+    def _container_stdio(self, spec: LaunchSpec, running: Running) -> tuple[int, ...]:
+        """What the child needs for its fds 0, 1 and 2.
+
+        With a TTY that is one descriptor: the child's end of a channel. The terminal is
+        opened in the container, from its own /dev/pts, so that it has a name there (`tty`
+        prints /dev/pts/0, as with Docker); the child sends its master end back on the
+        channel (`_open_terminal`), and the keeper copies what it reads to `stdout.raw`.
+        """
         path = running.container.path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         out = os.open(path / "stdout.raw", flags, 0o640)
         if spec.process.tty:
-            master, slave = os.openpty()
-            running.pty_master = master
-            os.close(out)
-            return slave, os.dup(slave), os.dup(slave)
+            os.close(out)  # made for the watch on it; the keeper appends the terminal's output
+            running.terminal, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            return (theirs.detach(),)
         err = os.open(path / "stderr.raw", flags, 0o640)
         if spec.process.stdin_open:
             stdin_r, running.stdin_writer = os.pipe()
@@ -279,7 +290,7 @@ class Keeper:
 
     def _launch_container(
         self, spec: LaunchSpec, container: ContainerDir, cgroup: Cgroup,
-        stdio: tuple[int, int, int], report: int, go: int, hold: bool,
+        stdio: tuple[int, ...], report: int, go: int, hold: bool,
     ) -> None:
         launcher.enter_namespaces(spec, cgroup.procs_files())
         pid = os.fork()
@@ -292,6 +303,8 @@ class Keeper:
             if not self.init_binary:
                 raise launcher.LaunchError("init: true needs tini (Debian package tini)")
             process = _with_argv(process, (launcher.INIT_PATH, "--", *process.argv))
+        if process.tty:
+            stdio = _open_terminal(stdio[0])
         _use_stdio(stdio, process.tty)
         path, argv = launcher.become_process(process)
         if hold:
@@ -345,6 +358,10 @@ class Keeper:
     def _record_start(self, running: Running, pid: int) -> None:
         container = running.container
         running.pid = pid
+        if running.terminal is not None:
+            running.pty_master = _receive_terminal(running.terminal)
+            running.terminal.close()
+            running.terminal = None
         state = container.read_state()
         state.status, state.pid = "running", pid
         state.pid_start = process_start_time(pid) or 0
@@ -369,6 +386,8 @@ class Keeper:
                 running.cgroup.remove()
             _close(running.pty_master)
             _close(running.stdin_writer)
+            if running.terminal is not None:
+                running.terminal.close()
             state = running.container.read_state()
             state.status, state.error, state.pid = "created", message, 0
             running.container.write_state(state)
@@ -465,28 +484,28 @@ class Keeper:
             self.early_exits[pid] = code
 
     def _exited(self, running: Running, code: int, error: str = "") -> None:
+        """Record an exit and clean up after it. Each step is guarded on its own: whatever
+        fails, the state says "exited" and every waiter hears back, or `wait` would hang."""
         container = running.container
         self.running.pop(container.id, None)
         oom = False
         if running.cgroup:
-            oom = running.cgroup.oom_killed()
-            running.cgroup.kill()
-            running.cgroup.remove()
+            cgroup = running.cgroup
+            with contextlib.suppress(OSError):
+                oom = cgroup.oom_killed()
+            self._guarded(cgroup.kill)
+            self._guarded(cgroup.remove)
         if running.pty_master >= 0:
-            self._copy_pty_rest(running)
+            self._guarded(self._copy_pty_rest, running)
         for wd in running.watches:
             self.inotify.unwatch(wd)
             self.watch_owner.pop(wd, None)
         if running.ingester:
             if container.path.exists():  # removed already when forced while running
-                running.ingester.ingest(flush_partial=True)
-            running.ingester.close()
+                self._guarded(running.ingester.ingest, True)
+            self._guarded(running.ingester.close)
         _close(running.stdin_writer)
-        state = container.read_state()
-        if container.path.exists():
-            state.status, state.exit_code, state.oom_killed = "exited", code, oom
-            state.finished_at, state.pid, state.error = time.time(), 0, error
-            container.write_state(state)
+        self._guarded(_record_exit, container, code, oom, error)
         for waiter in running.waiters:
             self._reply(waiter, {"exit_code": code, "status": "exited", "oom_killed": oom})
 
@@ -542,6 +561,15 @@ class Keeper:
         self._exited(running, 255, "exit status unknown: the keeper was restarted")
 
 
+def _record_exit(container: ContainerDir, code: int, oom: bool, error: str) -> None:
+    state = container.read_state()
+    state.status, state.exit_code, state.oom_killed = "exited", code, oom
+    state.finished_at, state.pid, state.error = time.time(), 0, error
+    # A container removed by force while it ran has no folder left to record anything in.
+    with contextlib.suppress(FileNotFoundError):
+        container.write_state(state)
+
+
 # --- helpers that run in forked children -------------------------------------------------
 
 
@@ -585,6 +613,29 @@ def _exec_child(
     _use_stdio(stdio, process.tty)
     path, argv = launcher.become_process(process)
     os.execve(path, argv, _environment(process))
+
+
+def _open_terminal(channel: int) -> tuple[int, int, int]:
+    """In the container, its /dev built: a terminal of its own; the master goes to the keeper."""
+    master, slave = os.openpty()
+    with socket.socket(fileno=channel) as sock:
+        socket.send_fds(sock, [b"t"], [master])
+    os.close(master)
+    return slave, slave, slave
+
+
+def _receive_terminal(channel: socket.socket) -> int:
+    """The master the child sent before it reported (so it waits here already); -1 if not."""
+    try:
+        _, fds, _, _ = socket.recv_fds(
+            channel, 1, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+        )
+    except BlockingIOError:
+        fds = []
+    if not fds:
+        print("a TTY container started without sending its terminal", file=sys.stderr)
+        return -1
+    return fds[0]
 
 
 def _use_stdio(stdio: tuple[int, ...], tty: bool) -> None:

@@ -7,10 +7,13 @@ container is re-parented to the keeper (a child subreaper), which reaps it.
 
 The second child builds the container's mount namespace and never shows a
 mount to the host: overlay root, pivot_root, /proc, /dev, /sys, the service's
-mounts, masks. When its last process exits the kernel tears all of it down,
-so nothing can leak on the host. Bind sources are opened (O_PATH) before
-pivot_root and mounted through /proc/self/fd afterwards, so no symlink in an
-image can redirect a mount target out of the container's root.
+mounts, masks. Its copy of the host's mounts is made a slave first (runc's
+default): the host's mount events still reach it, so a bind with `rslave` or
+`rshared` propagation sees what the host mounts under its source later, but
+nothing it mounts travels back. When its last process exits the kernel tears
+all of it down, so nothing can leak on the host. Bind sources are opened
+(O_PATH) before pivot_root and mounted through /proc/self/fd afterwards, so no
+symlink in an image can redirect a mount target out of the container's root.
 
 Any failure is written to the report pipe as one line and the child exits;
 on success the pipe closes at `execve` (it is close-on-exec), which is how
@@ -19,6 +22,7 @@ the keeper knows the container runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import stat
@@ -79,7 +83,7 @@ def build_container(
     copy_into_volume: Callable[[Path, Path], bool],
 ) -> None:
     """Second child (PID 1 of the container): every mount, then pivot into the root."""
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     for mount in spec.mounts:
         if mount.kind == "bind" and mount.create_source and not os.path.lexists(mount.source):
             os.makedirs(mount.source, exist_ok=True)  # compose's create_host_path, at every start
@@ -100,13 +104,15 @@ def build_container(
         _bind(init_fd, INIT_PATH, read_only=True, create="file")
     for path in spec.rootfs.masked:
         _mask(path, writable=True)
-    for name in ("hosts", "hostname", "resolv.conf"):
-        source = f"{OLD_ROOT}{container_dir / name}"
-        if os.path.exists(source):
-            fd = _open_path(source)
-            _bind(fd, f"/etc/{name}", read_only=spec.rootfs.read_only, create="file")
     for mount in sorted(spec.mounts, key=lambda m: m.target.rstrip("/").count("/")):
         _user_mount(mount, sources, copy_into_volume)
+    # After the service's mounts, as in Docker: a volume over /etc keeps the container's
+    # own names (and is not filled with them); a mount of the file itself replaces it.
+    targets = {mount.target for mount in spec.mounts}
+    for name in ("hosts", "hostname", "resolv.conf"):
+        source = f"{OLD_ROOT}{container_dir / name}"
+        if f"/etc/{name}" not in targets and os.path.exists(source):
+            _bind_etc_file(_open_path(source), f"/etc/{name}", spec.rootfs.read_only)
     for key, value in spec.sysctls:
         _write_sysctl(key, value)
     if not spec.privileged:
@@ -213,6 +219,16 @@ def _bind(
     if flags != linux.MS_REMOUNT | linux.MS_BIND:
         linux.mount(None, target, None, flags)
     linux.mount(None, target, None, linux.PROPAGATION_FLAGS[propagation])
+
+
+def _bind_etc_file(fd: int, target: str, read_only: bool) -> None:
+    """/etc/hosts and friends; skipped where a read-only mount over /etc lacks the file
+    and so has no place for it (the container then sees that mount's own /etc)."""
+    try:
+        _bind(fd, target, read_only=read_only, create="file")
+    except OSError as error:
+        if error.errno != errno.EROFS or os.path.lexists(target):
+            raise
 
 
 def _user_mount(

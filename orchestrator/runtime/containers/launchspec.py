@@ -29,7 +29,9 @@ class Mount:
     `source` is a host path for binds (volumes are binds of their `_data`
     folder). `data` is the filesystem option string (tmpfs `size=…,mode=…`).
     `create` says what to make at `target` when the image lacks it: "dir",
-    "file", or "" for nothing (then a missing target is an error).
+    "file", or "" for nothing (then a missing target is an error). `origin`
+    is what the service declared — "volume", "bind", "tmpfs", "config" or
+    "secret" — which `volumes_from` needs: it shares volumes and binds only.
     """
 
     target: str
@@ -44,6 +46,7 @@ class Mount:
     noexec: bool = False
     copy_up: bool = False  # a named volume seen empty for the first time gets the image's files
     create_source: bool = False  # a missing bind source is made (a directory) at every start
+    origin: str = ""
 
 
 @dataclass(frozen=True)

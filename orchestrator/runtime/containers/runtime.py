@@ -9,6 +9,7 @@ can pick a container up where another left it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -202,20 +203,25 @@ class ContainerRuntime:
         except ProcessLookupError:
             return
         try:
-            if is_alive(container.state):  # same process, not a reused pid
+            if not is_alive(container.state):  # exited, and the pid may be reused already
+                return
+            with contextlib.suppress(ProcessLookupError):  # exiting right now
                 signal.pidfd_send_signal(pidfd, number)
-                if number == signal.SIGKILL:
-                    cgroup = Cgroup.open(container.id)
-                    if cgroup:
-                        cgroup.kill()
         finally:
             os.close(pidfd)
+        if number == signal.SIGKILL:
+            # PID 1's death kills its namespace, but not processes that joined the group
+            # another way; the group is also what holds a paused container's tasks frozen.
+            cgroup = Cgroup.open(container.id)
+            if cgroup:
+                await trio.to_thread.run_sync(cgroup.kill)
 
     async def stop(self, name_or_id: str, timeout: float | None = None) -> ContainerState:
         """The stop signal, then SIGKILL once the grace period has passed."""
         container = self.get(name_or_id)
         if not self._is_running(container.state):
-            return container.state
+            # Its exit may not be recorded yet (it died while no keeper ran): wait settles it.
+            return await self.wait(container.id)
         grace = container.spec.stop_grace_period if timeout is None else timeout
         if container.state.status == "paused":
             await self.unpause(container.id)
@@ -232,11 +238,15 @@ class ContainerRuntime:
 
     async def pause(self, name_or_id: str) -> None:
         container, cgroup = self._running_cgroup(name_or_id)
+        if container.state.status == "paused":
+            raise ContainerError(f"container {container.name} is already paused")
         await trio.to_thread.run_sync(cgroup.freeze)
         self._set_status(container, "paused")
 
     async def unpause(self, name_or_id: str) -> None:
         container, cgroup = self._running_cgroup(name_or_id)
+        if container.state.status != "paused":
+            raise ContainerError(f"container {container.name} is not paused")
         await trio.to_thread.run_sync(cgroup.thaw)
         self._set_status(container, "running")
 
@@ -267,6 +277,11 @@ class ContainerRuntime:
         container = self.get(name_or_id)
         if not self._is_running(container.state):
             raise ContainerError(f"container {container.name} is not running")
+        if container.state.status == "paused":
+            # Its process would join the frozen group and hang before it even started.
+            raise ContainerError(
+                f"container {container.name} is paused", hint="unpause it before exec"
+            )
         async with await self.keeper.connect() as connection:
             request = {"op": "exec", "id": container.id, "process": _process_json(process)}
             await connection.send(request, stdio)

@@ -3,21 +3,25 @@
 The one place that knows which stores a container draws on. The engine calls
 it for every replica it creates; it decides everything (and so can refuse
 everything) before it creates anything, and it creates volumes only once the
-launch spec is known to be good.
+launch spec is known to be good — and removes the ones it made if the container
+cannot be created after all, so a refused container leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runtime.containers.launchspec import Mount
 from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
-from orchestrator.runtime.containers.service_spec import build_launch_spec
+from orchestrator.runtime.containers.service_spec import VolumeUse, build_launch_spec
 from orchestrator.runtime.images.image_config import ImageConfig, parse_image_config
 from orchestrator.runtime.images.store import ImageStore
-from orchestrator.runtime.volumes import VolumeStore
+from orchestrator.runtime.volumes import VolumeStore, validate_volume
 from orchestrator.spec.errors import StackError
 
 
@@ -55,27 +59,149 @@ def create_service_container(
         image_id = record.manifest_digest
     container_id = secrets.token_hex(32)
     name = name or service.get("container_name") or f"{project}-{service_name}-{number}"
+    declared = _declared_volumes(project_model or {})
     plan = build_launch_spec(
         service, image,
         container_id=container_id,
         container_name=name,
         project=project, project_dir=project_dir, service_name=service_name, number=number,
         lowers=lowers, state_root=runtime.state_root,
-        volume_path=lambda volume: _volume_path(volumes, volume),
+        volume_path=lambda volume: _volume_path(volumes, volume, declared.get(volume)),
         host_rootfs=host_rootfs, project_model=project_model,
         project_environment=project_environment, image_id=image_id,
         config_hash=config_hash, oneoff=oneoff,
+        mounts_of=lambda reference: _mounts_of(runtime, project, reference),
     )
-    for use in plan.volumes:
-        volumes.create(use.name, anonymous=use.anonymous)
+    made = _make_volumes(volumes, plan.volumes, declared, project, service_name)
     metadata = {"project": project, "service": service_name, "number": number}
-    return runtime.create(plan.spec, plan.files, metadata)
+    try:
+        return runtime.create(plan.spec, plan.files, metadata)
+    except BaseException:
+        _remove_volumes(volumes, made)
+        raise
 
 
-def _volume_path(volumes: VolumeStore, name: str) -> Path:
-    """Where a volume's data is: a bind-style volume's device, else its `_data` folder
-    (the volume itself is created once the whole spec is known to be good)."""
+def _mounts_of(runtime: ContainerRuntime, project: str, reference: str) -> tuple[Mount, ...]:
+    """The mounts of the container a `volumes_from` entry names: `container:<name>`, or
+    a service of the project, whose lowest-numbered container (not a one-off run) counts."""
+    if reference.startswith("container:"):
+        return runtime.get(reference[len("container:") :]).spec.mounts
+    replicas = [
+        container
+        for container in runtime.list()
+        if container.metadata.get("project") == project
+        and container.metadata.get("service") == reference
+        and dict(container.spec.labels).get("com.docker.compose.oneoff") != "True"
+    ]
+    if not replicas:
+        raise StackError(
+            f"service {reference} has no container to take volumes from",
+            hint=f"create {reference}'s containers first",
+        )
+    return min(replicas, key=lambda c: int(c.metadata.get("number", 0))).spec.mounts
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """A volume as the top-level `volumes:` declares it."""
+
+    key: str
+    external: bool = False
+    driver: str = "local"
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _declared_volumes(project_model: Mapping[str, Any]) -> dict[str, _Declared]:
+    """Volume name -> its declaration."""
+    found = {}
+    for key, declaration in (project_model.get("volumes") or {}).items():
+        declaration = declaration or {}
+        found[str(declaration.get("name") or key)] = _Declared(
+            key=str(key),
+            external=bool(declaration.get("external")),
+            driver=str(declaration.get("driver") or "local"),
+            driver_opts=_strings(declaration.get("driver_opts")),
+            labels=_strings(declaration.get("labels")),
+        )
+    return found
+
+
+def _strings(mapping: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(key): str(value) for key, value in (mapping or {}).items()}
+
+
+def _volume_path(volumes: VolumeStore, name: str, declared: _Declared | None) -> Path:
+    """Where a volume's data is: an existing volume's own answer; for one yet to be made
+    (once the whole spec is known to be good), the device its declaration binds or the
+    `_data` folder it will have — after checking that it can be made as declared."""
     try:
         return volumes.path(name)
     except StackError:
+        pass
+    if declared is None:
         return volumes.root / name / "_data"
+    if not declared.external:
+        try:
+            validate_volume(name, declared.driver, declared.driver_opts)
+        except StackError as error:
+            raise StackError(error.message, path=("volumes", declared.key),
+                             hint=error.hint) from None
+    device = declared.driver_opts.get("device")
+    return Path(device) if device else volumes.root / name / "_data"
+
+
+def _make_volumes(
+    volumes: VolumeStore,
+    uses: list[VolumeUse],
+    declared: Mapping[str, _Declared],
+    project: str,
+    service_name: str,
+) -> list[str]:
+    """Create the volumes the container needs that do not exist yet, as declared (driver
+    options, labels, checked while planning); the names of those made. A missing
+    external volume is refused before any is made."""
+    missing: dict[str, tuple[VolumeUse, _Declared]] = {}
+    for use in uses:
+        if use.name in missing or _exists(volumes, use.name):
+            continue
+        declaration = declared.get(use.name) or _Declared(key="")
+        if declaration.external:
+            raise StackError(
+                f"external volume {use.name!r} not found (mounted at {use.target})",
+                path=("services", service_name, "volumes"),
+                hint=f"create it first: stack volume create {use.name}",
+            )
+        missing[use.name] = (use, declaration)
+    made: list[str] = []
+    try:
+        for name, (use, declaration) in missing.items():
+            labels = dict(declaration.labels)
+            if not use.anonymous:  # as compose labels them, so `down -v` can find them
+                labels["com.docker.compose.project"] = project
+                labels["com.docker.compose.volume"] = declaration.key
+            volumes.create(
+                name, anonymous=use.anonymous, labels=labels,
+                driver=declaration.driver, driver_opts=declaration.driver_opts,
+            )
+            made.append(name)
+    except BaseException:
+        _remove_volumes(volumes, made)
+        raise
+    return made
+
+
+def _remove_volumes(volumes: VolumeStore, names: list[str]) -> None:
+    """Take back volumes made for a container that was not created after all; the
+    error that stopped it is the one to report, so a failure here is not."""
+    for name in names:
+        with contextlib.suppress(StackError, OSError):
+            volumes.remove(name, force=True)
+
+
+def _exists(volumes: VolumeStore, name: str) -> bool:
+    try:
+        volumes.get(name)
+    except StackError:
+        return False
+    return True

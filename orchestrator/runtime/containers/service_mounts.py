@@ -9,6 +9,7 @@ here writes to the disk: it only reads the host files a service names.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -100,9 +101,19 @@ class MountPlan:
         self.mounts.append(mount)
 
 
+def no_containers(reference: str) -> Sequence[Mount]:
+    """The answer for `volumes_from` where no container can be looked up."""
+    raise StackError(f"no container to take volumes from: {reference}")
+
+
 @dataclass(frozen=True)
 class MountContext:
-    """What deciding the mounts needs beyond the service itself."""
+    """What deciding the mounts needs beyond the service itself.
+
+    `mounts_of` answers the mounts of the container a `volumes_from` entry
+    names (`web` for a service's container, `container:db` for one by name),
+    or raises a StackError when there is none.
+    """
 
     container_dir: Path
     project_model: Mapping[str, Any]
@@ -110,10 +121,12 @@ class MountContext:
     volume_path: Callable[[str], Path]
     anonymous_volumes: Mapping[str, str]  # target -> name, kept from a replaced container
     new_volume_name: Callable[[], str] = lambda: secrets.token_hex(32)
+    mounts_of: Callable[[str], Sequence[Mount]] = no_containers
 
 
 def plan_mounts(keys: ServiceKeys, image: ImageConfig | None, context: MountContext) -> MountPlan:
-    """The service's tmpfs, volumes, configs and secrets, then the image's uncovered VOLUMEs."""
+    """The service's tmpfs, volumes, configs and secrets, then what `volumes_from` shares
+    and the image's VOLUMEs, each where nothing before it is mounted already."""
     plan = MountPlan()
     for index, entry in enumerate(keys.get("tmpfs", [])):
         plan.add(keys, _short_tmpfs(keys, index, str(entry)), ("tmpfs", index))
@@ -122,6 +135,11 @@ def plan_mounts(keys: ServiceKeys, image: ImageConfig | None, context: MountCont
     for kind in ("configs", "secrets"):
         for index, reference in enumerate(keys.get(kind, [])):
             plan.add(keys, _file_object(keys, kind, index, reference, context, plan), (kind, index))
+    # As in Docker, the service's own mounts win over the ones another container shares.
+    for index, entry in enumerate(keys.get("volumes_from", [])):
+        for mount in _volumes_from(keys, index, str(entry), context):
+            if mount.target not in plan.owners:
+                plan.add(keys, mount, ("volumes_from", index))
     # Docker gives each VOLUME of the image that nothing else covers an anonymous volume.
     for path in image.volumes if image else ():
         target = clean_path(path)
@@ -170,6 +188,7 @@ def _volume(
             data=",".join(data),
             nosuid=True,
             noexec=True,
+            origin="tmpfs",
         )
     raise keys.error(
         (*where, "type"), f"volume type {kind!r} is not supported", "use bind, volume or tmpfs"
@@ -221,6 +240,7 @@ def _bind(
         create=create,
         nodev=False,
         create_source=create_source,
+        origin="bind",
     )
 
 
@@ -258,7 +278,10 @@ def _volume_mount(
         path = path / "/".join(parts)
     # Docker copies the image's files into an empty volume, never into a subpath.
     copy_up = not options.get("nocopy") and not subpath
-    return Mount(target, source=str(path), read_only=read_only, nodev=False, copy_up=copy_up)
+    return Mount(
+        target, source=str(path), read_only=read_only, nodev=False, copy_up=copy_up,
+        origin="volume",
+    )
 
 
 def _short_tmpfs(keys: ServiceKeys, index: int, entry: str) -> Mount:
@@ -283,7 +306,33 @@ def _short_tmpfs(keys: ServiceKeys, index: int, entry: str) -> Mount:
             raise keys.error(
                 where, f"unknown tmpfs option {option!r}", "use size=, mode=, ro, exec, suid or dev"
             )
-    return Mount(target, kind="tmpfs", source="tmpfs", data=",".join(data), **flags)
+    return Mount(
+        target, kind="tmpfs", source="tmpfs", data=",".join(data), origin="tmpfs", **flags
+    )
+
+
+def _volumes_from(
+    keys: ServiceKeys, index: int, entry: str, context: MountContext
+) -> list[Mount]:
+    """The volumes and binds of the container `entry` names (`web`, `web:ro`,
+    `container:db`, `container:db:rw`); a mode makes them all read-only or writable,
+    no mode keeps each one's own. Its tmpfs, configs and secrets stay its own."""
+    where = ("volumes_from", index)
+    if entry.startswith("container:"):
+        name, _, mode = entry[len("container:") :].partition(":")
+        reference = f"container:{name}"
+    else:
+        reference, _, mode = entry.partition(":")
+    if mode not in ("", "ro", "rw"):
+        raise keys.error(where, f"invalid volumes_from mode {mode!r} in {entry!r}", "use ro or rw")
+    try:
+        mounts = context.mounts_of(reference)
+    except StackError as error:
+        raise keys.error(where, error.message, error.hint) from None
+    shared = [m for m in mounts if m.origin in ("volume", "bind")]
+    if mode:
+        shared = [dataclasses.replace(m, read_only=mode == "ro") for m in shared]
+    return shared
 
 
 def _integer(keys: ServiceKeys, where: tuple[str | int, ...], value: Any) -> int:
@@ -352,14 +401,17 @@ def _file_object(
             raise keys.error(where, f"{singular} {source}: file {host_file} does not exist")
         if not owner_given or not os.path.isfile(host_file):
             create = "dir" if os.path.isdir(host_file) else "file"
-            return Mount(target, source=host_file, read_only=True, create=create)
+            return Mount(
+                target, source=host_file, read_only=True, create=create, origin=singular
+            )
         content = Path(host_file).read_bytes()
     else:
         content = str(declared.get("content") or "").encode()
     relative = f"files/{kind}/{index}-{source}"
     plan.files.append(FileToWrite(relative, content, mode, uid, gid))
     return Mount(
-        target, source=str(context.container_dir / relative), read_only=True, create="file"
+        target, source=str(context.container_dir / relative), read_only=True, create="file",
+        origin=singular,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from orchestrator.runtime.containers import defaults, service_limits
 from orchestrator.runtime.containers.launchspec import (
     LaunchSpec,
+    Mount,
     Namespaces,
     ProcessSpec,
     Rootfs,
@@ -35,6 +36,7 @@ from orchestrator.runtime.containers.service_mounts import (
     ServiceKeys,
     VolumeUse,
     hosts_file,
+    no_containers,
     own_host_names,
     plan_mounts,
     resolv_conf,
@@ -81,6 +83,7 @@ def build_launch_spec(
     oneoff: bool = False,
     addresses: Sequence[str] = (),
     anonymous_volumes: Mapping[str, str] | None = None,
+    mounts_of: Callable[[str], Sequence[Mount]] = no_containers,
     host_etc: Path = Path("/etc"),
 ) -> ContainerPlan:
     """Decide everything about one container of `service`, and check it.
@@ -92,6 +95,8 @@ def build_launch_spec(
     `addresses` are the container's own IPs for its /etc/hosts line (filled
     in by networking). `anonymous_volumes` (target -> name) keeps the
     anonymous volumes of the container this one replaces, as compose does.
+    `mounts_of` looks up the mounts of the container a `volumes_from` entry
+    names (`web` or `container:db`).
     """
     keys = ServiceKeys(service_name, service)
     config = image or _NO_IMAGE
@@ -124,10 +129,11 @@ def build_launch_spec(
         project_environment=project_environment or _EMPTY,
         volume_path=volume_path,
         anonymous_volumes=anonymous_volumes or _EMPTY,
+        mounts_of=mounts_of,
     )
     planned = plan_mounts(keys, image, context)
-    # hosts, hostname and resolv.conf are bound by the launcher from the
-    # container's directory, before the service's mounts (which may replace them).
+    # hosts, hostname and resolv.conf are bound by the launcher from the container's
+    # directory, over the service's mounts, unless the service mounts that very file.
     files = _etc_files(keys, hostname, domainname, namespaces, addresses, host_etc)
     files += planned.files
 
@@ -179,7 +185,7 @@ def _rootfs(
     path = clean_path(os.path.join(project_dir, str(host_rootfs)))
     if not os.path.isdir(path):
         raise keys.error(("x-stack", "rootfs"), f"rootfs {path} is not a directory")
-    masked = defaults.host_rootfs_masks(state_root) if path == "/" else ()
+    masked = defaults.host_rootfs_masks(path, state_root)
     return Rootfs(lowers=(path,), read_only=read_only, masked=masked)
 
 

@@ -46,7 +46,11 @@ class ContainerState:
 
 
 def process_start_time(pid: int) -> int | None:
-    """The start time of a live process (field 22 of /proc/<pid>/stat), None if gone."""
+    """The start time of a live process (field 22 of /proc/<pid>/stat), None if gone.
+
+    A zombie counts as gone: it has exited and only waits for its parent, which after a
+    keeper restart is not us, to collect its exit status.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             data = file.read()
@@ -54,6 +58,8 @@ def process_start_time(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
     return int(fields[19])
 
 
@@ -103,3 +109,21 @@ def container_ids(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if len(n) == 64 and (root / n / "config.json").exists())
+
+
+def images_in_use(containers_root: Path) -> dict[str, list[str]]:
+    """Image manifest digest -> names of the containers (running or not) created from it.
+
+    Read straight from the config files, without the runtime, so that image
+    commands can refuse to delete an image a container needs.
+    """
+    users: dict[str, list[str]] = {}
+    for container_id in container_ids(containers_root):
+        try:
+            config = json.loads((containers_root / container_id / "config.json").read_text())
+            image_id = config["spec"].get("image_id")
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            continue
+        if image_id:
+            users.setdefault(image_id, []).append(str(config.get("name", container_id)))
+    return users

@@ -8,6 +8,14 @@ containers mount which volume, so `rm` and `prune` leave those alone.
 
 from orchestrator.runtime.volumes.copyup import copy_into_volume
 from orchestrator.runtime.volumes.in_use import volumes_in_use
-from orchestrator.runtime.volumes.store import ANONYMOUS_LABEL, Volume, VolumeStore
+from orchestrator.runtime.volumes.store import (
+    ANONYMOUS_LABEL,
+    Volume,
+    VolumeStore,
+    validate_volume,
+)
 
-__all__ = ["ANONYMOUS_LABEL", "Volume", "VolumeStore", "copy_into_volume", "volumes_in_use"]
+__all__ = [
+    "ANONYMOUS_LABEL", "Volume", "VolumeStore", "copy_into_volume", "validate_volume",
+    "volumes_in_use",
+]

@@ -9,14 +9,17 @@ in it is left alone (so one emptied by hand is filled again: Docker does that to
 
 This runs in the launcher, inside the container's mount namespace, before the
 container's own process exists; so it is plain os calls, no threads and no
-trio. The image is not trusted: every step walks by directory descriptor and
-never follows a symlink, so a link planted in the image cannot make us read or
-write outside the two trees.
+trio. Containers that start together with one new volume copy one at a time
+(a lock on the volume's folder), so only the first fills it and none mounts
+it half-filled. The image is not trusted: every step walks by directory
+descriptor and never follows a symlink, so a link planted in the image cannot
+make us read or write outside the two trees.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -45,6 +48,7 @@ def copy_into_volume(source_dir: Path, volume_data: Path) -> bool:
         # Ours, and may be named through /proc/self/fd: followed.
         target = os.open(volume_data, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            fcntl.flock(target, fcntl.LOCK_EX)  # released when `target` is closed
             if os.listdir(target):
                 return False
             try:

@@ -85,6 +85,17 @@ def validate_volume_name(name: str) -> None:
         )
 
 
+def validate_volume(
+    name: str, driver: str = "local", options: dict[str, str] | None = None
+) -> None:
+    """Refuse what `create` would refuse, so a caller can check before it makes anything."""
+    validate_volume_name(name)
+    if driver != "local":
+        raise StackError(f"volume driver {driver} is not supported",
+                         hint="only the 'local' driver exists")
+    _check_options(name, dict(options or {}))
+
+
 def labels_match(labels: dict[str, str], selector: str) -> bool:
     """`key` matches a volume that has the label, `key=value` one with that value."""
     key, equals, value = selector.partition("=")
@@ -121,14 +132,10 @@ class VolumeStore:
         Like Docker, creating a volume that exists returns it as it is: labels
         and options given now are not applied to it.
         """
-        if driver != "local":
-            raise StackError(f"volume driver {driver} is not supported",
-                             hint="only the 'local' driver exists")
         if name is None:
             name, anonymous = secrets.token_hex(32), True
-        validate_volume_name(name)
         options = dict(driver_opts or {})
-        _check_options(name, options)
+        validate_volume(name, driver, options)
         labels = dict(labels or {})
         if anonymous:
             labels.setdefault(ANONYMOUS_LABEL, "")

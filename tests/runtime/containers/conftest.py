@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.containers import ServiceRunner, our_cgroups
+from support.containers import ServiceRunner, remove_cgroup_parent
 from support.images import busybox_image, write_docker_archive_classic
 
 from orchestrator.runtime.containers.runtime import ContainerRuntime
@@ -25,17 +25,20 @@ from orchestrator.runtime.images.store import ImageStore
 if os.geteuid() != 0:
     pytest.skip("container tests need root", allow_module_level=True)
 
+# This session's containers get their cgroups under a parent of its own, so the
+# leak check below sees exactly them, whatever else runs on the machine.
+os.environ["STACK_CGROUP_PARENT"] = f"stack/test-{os.getpid()}"
+
 
 @pytest.fixture(scope="session")
 def container_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("stack-root")
-    cgroups_before = our_cgroups()
     with ImageStore(root / "images") as store:
         archive = write_docker_archive_classic(root / "busybox.tar", [busybox_image()])
         load_archive(store, str(archive))
     yield root
     trio.run(ContainerRuntime(root).shutdown_keeper)
-    assert our_cgroups() - cgroups_before == set(), "cgroups left behind"
+    assert remove_cgroup_parent() == [], "cgroups left behind"
 
 
 @pytest.fixture

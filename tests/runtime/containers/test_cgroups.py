@@ -217,7 +217,7 @@ def test_cpu_lists_parse_and_format() -> None:
 
 def test_pure_v2_layout_uses_one_hierarchy_for_every_controller(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma\n")
-    layout = detect_layout(str(tmp_path))
+    layout = detect_layout(str(tmp_path), base="stack")
     assert layout.kind == "v2"
     assert layout.unified == str(tmp_path)
     assert dict(layout.controllers) == dict.fromkeys(
@@ -236,7 +236,7 @@ def test_v1_layout_shares_one_directory_for_co_mounted_controllers(tmp_path: Pat
     (tmp_path / "cpuacct").symlink_to("cpu,cpuacct")
     (tmp_path / "unified").mkdir()
     (tmp_path / "unified" / "cgroup.controllers").write_text("")
-    layout = detect_layout(str(tmp_path))
+    layout = detect_layout(str(tmp_path), base="stack")
     assert layout.kind == "v1"
     assert layout.unified == str(tmp_path / "unified")
     assert set(layout.controllers) == {"cpu", "cpuacct", "memory", "pids"}
@@ -250,7 +250,7 @@ def test_v1_layout_shares_one_directory_for_co_mounted_controllers(tmp_path: Pat
 
 def test_a_folder_without_cgroups_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="no cgroup filesystem"):
-        detect_layout(str(tmp_path))
+        detect_layout(str(tmp_path), base="stack")
 
 
 def test_a_container_id_must_be_one_path_component() -> None:
@@ -333,7 +333,7 @@ def v2_layout() -> CgroupLayout:
     """A real cgroup2 hierarchy: the root on a v2 host, else the hybrid's controller-less one."""
     for root in (CGROUP_ROOT, os.path.join(CGROUP_ROOT, "unified")):
         if os.path.isfile(os.path.join(root, "cgroup.controllers")):
-            return detect_layout(root)
+            return detect_layout(root, base="stack")
     pytest.skip("no cgroup2 hierarchy on this host")
 
 
