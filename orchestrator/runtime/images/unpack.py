@@ -28,7 +28,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
-from orchestrator.runtime.images.layerstream import DecompressedLayer
+from orchestrator.runtime.images.layerstream import CHUNK, DecompressedLayer
 from orchestrator.runtime.images.layertree import LayerTree, entry_parts, link_parts
 from orchestrator.runtime.images.manifest import layer_compression
 from orchestrator.spec.errors import StackError
@@ -67,6 +67,7 @@ def _extract(stream: DecompressedLayer, dest: Path) -> int:
             with tarfile.open(
                 fileobj=stream,  # type: ignore[arg-type]
                 mode="r|",
+                bufsize=CHUNK,  # the default 10 KB makes a hundred reads of every megabyte
                 encoding="utf-8",
                 errors="surrogateescape",  # names and xattr values are bytes, not text
             ) as archive:
