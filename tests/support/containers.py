@@ -19,9 +19,13 @@ import trio
 from orchestrator.runtime.containers.cgroups import detect_layout
 from orchestrator.runtime.containers.log_reader import read_log
 from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
-from orchestrator.runtime.containers.service_container import create_service_container
+from orchestrator.runtime.containers.service_container import (
+    create_service_container,
+    start_container,
+)
 from orchestrator.runtime.containers.state import ContainerState, container_ids
 from orchestrator.runtime.images.store import ImageStore
+from orchestrator.runtime.network.manager import NetworkManager
 from orchestrator.runtime.volumes import VolumeStore
 from orchestrator.spec.discovery import ProjectOptions
 from orchestrator.spec.loader import load_stack
@@ -39,7 +43,11 @@ class Ran:
 
 
 class ServiceRunner:
-    def __init__(self, state_root: Path, project_dir: Path, project: str = "test"):
+    def __init__(
+        self, state_root: Path, project_dir: Path, project: str = "test",
+        networks: NetworkManager | None = None,
+    ):
+        self.networks = networks
         self.state_root = state_root
         self.project_dir = project_dir
         self.project = project
@@ -64,15 +72,29 @@ class ServiceRunner:
             self.runtime, self.images, self.volumes, model["services"][name],
             project=self.project, project_dir=str(self.project_dir), service_name=name,
             number=number, project_model=model, project_environment=dict(os.environ),
+            networks=self.networks,
         )
         self.created.append(container.id)
         return container
 
+    async def create_networks(self, stack_yaml: str) -> None:
+        """The stack's networks, as the engine will create them before its containers."""
+        assert self.networks is not None
+        for declaration in self.model(stack_yaml).get("networks", {}).values():
+            ipam = declaration.get("ipam") or {}
+            await self.networks.create(
+                declaration["name"], ipam_config=ipam.get("config"),
+                internal=bool(declaration.get("internal")),
+                labels=declaration.get("labels"), driver_opts=declaration.get("driver_opts"),
+            )
+
     async def start(
         self, stack_yaml: str, service: str | None = None, number: int = 1
     ) -> Container:
+        if self.networks is not None:
+            await self.create_networks(stack_yaml)
         container = self.create(stack_yaml, service, number)
-        await self.runtime.start(container.id)
+        await start_container(self.runtime, self.networks, container.id)
         return self.runtime.get(container.id)
 
     async def run(self, stack_yaml: str, service: str | None = None, timeout: float = 20) -> Ran:
@@ -105,6 +127,8 @@ class ServiceRunner:
     async def remove_all(self) -> None:
         for container_id in container_ids(self.runtime.root):
             await self.runtime.remove(container_id, force=True)
+            if self.networks is not None:
+                await self.networks.release(container_id)
         for volume in self.volumes.list():
             self.volumes.remove(volume.name)
 

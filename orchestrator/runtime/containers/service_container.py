@@ -21,6 +21,9 @@ from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
 from orchestrator.runtime.containers.service_spec import VolumeUse, build_launch_spec
 from orchestrator.runtime.images.image_config import ImageConfig, parse_image_config
 from orchestrator.runtime.images.store import ImageStore
+from orchestrator.runtime.network.manager import NetworkManager
+from orchestrator.runtime.network.ports import service_ports
+from orchestrator.runtime.network.service_networks import service_attachments
 from orchestrator.runtime.volumes import VolumeStore, validate_volume
 from orchestrator.spec.errors import StackError
 
@@ -40,8 +43,10 @@ def create_service_container(
     project_environment: Mapping[str, str] | None = None,
     config_hash: str = "",
     oneoff: bool = False,
+    networks: NetworkManager | None = None,
 ) -> Container:
-    """Create (not start) container `number` of `service`."""
+    """Create (not start) container `number` of `service`. With `networks`, its
+    addresses and published ports are reserved first (the networks must exist)."""
     host_rootfs = (service.get("x-stack") or {}).get("rootfs")
     image: ImageConfig | None = None
     lowers: list[str] = []
@@ -60,6 +65,37 @@ def create_service_container(
     container_id = secrets.token_hex(32)
     name = name or service.get("container_name") or f"{project}-{service_name}-{number}"
     declared = _declared_volumes(project_model or {})
+    attachments = service_attachments(service, service_name, project_model or {})
+    reservation = None
+    if networks is not None and attachments:
+        reservation = networks.reserve(
+            container_id, name, attachments, service=service_name, project=project,
+            hostname=str(service.get("hostname") or ""),
+            ports=service_ports(service_name, service.get("ports") or ()),
+        )
+    try:
+        return _create(
+            runtime, volumes, service, image, lowers, image_id, container_id, name, declared,
+            project=project, project_dir=project_dir, service_name=service_name,
+            number=number, host_rootfs=host_rootfs, project_model=project_model,
+            project_environment=project_environment, config_hash=config_hash, oneoff=oneoff,
+            addresses=reservation.addresses if reservation else [],
+            embedded_dns=networks.dns_address(container_id) if reservation and networks else None,
+        )
+    except BaseException:
+        if reservation is not None and networks is not None:
+            networks.release_now(container_id)
+        raise
+
+
+def _create(
+    runtime: ContainerRuntime, volumes: VolumeStore, service: Mapping[str, Any],
+    image: ImageConfig | None, lowers: list[str], image_id: str, container_id: str, name: str,
+    declared: dict[str, _Declared], *, project: str, project_dir: str, service_name: str,
+    number: int, host_rootfs: str | None, project_model: Mapping[str, Any] | None,
+    project_environment: Mapping[str, str] | None, config_hash: str, oneoff: bool,
+    addresses: list[str], embedded_dns: str | None,
+) -> Container:
     plan = build_launch_spec(
         service, image,
         container_id=container_id,
@@ -69,7 +105,7 @@ def create_service_container(
         volume_path=lambda volume: _volume_path(volumes, volume, declared.get(volume)),
         host_rootfs=host_rootfs, project_model=project_model,
         project_environment=project_environment, image_id=image_id,
-        config_hash=config_hash, oneoff=oneoff,
+        config_hash=config_hash, oneoff=oneoff, addresses=addresses, embedded_dns=embedded_dns,
         mounts_of=lambda reference: _mounts_of(runtime, project, reference),
     )
     made = _make_volumes(volumes, plan.volumes, declared, project, service_name)
@@ -205,3 +241,20 @@ def _exists(volumes: VolumeStore, name: str) -> bool:
     except StackError:
         return False
     return True
+
+
+async def start_container(
+    runtime: ContainerRuntime, networks: NetworkManager | None, container_id: str
+) -> int:
+    """Start a created container, plugging its networks in before its command runs."""
+    if networks is None or not networks.dns_address(container_id):
+        return await runtime.start(container_id)
+    pid = await runtime.start(container_id, hold=True)
+    try:
+        await networks.plug(container_id, pid)
+    except BaseException:
+        await runtime.kill(container_id, "SIGKILL")
+        await runtime.wait(container_id)
+        raise
+    await runtime.release(container_id)
+    return pid

@@ -82,6 +82,7 @@ def build_launch_spec(
     config_hash: str = "",
     oneoff: bool = False,
     addresses: Sequence[str] = (),
+    embedded_dns: str | None = None,
     anonymous_volumes: Mapping[str, str] | None = None,
     mounts_of: Callable[[str], Sequence[Mount]] = no_containers,
     host_etc: Path = Path("/etc"),
@@ -92,8 +93,9 @@ def build_launch_spec(
     the service's `x-stack.rootfs`) replaces them with one host directory.
     `project_model` holds the top-level volumes, configs and secrets;
     `project_environment` gives `environment:`-sourced secrets their value.
-    `addresses` are the container's own IPs for its /etc/hosts line (filled
-    in by networking). `anonymous_volumes` (target -> name) keeps the
+    `embedded_dns` is the address of our DNS server for a container on a
+    bridge network. `addresses` are the container's own IPs for its
+    /etc/hosts line (filled in by networking). `anonymous_volumes` (target -> name) keeps the
     anonymous volumes of the container this one replaces, as compose does.
     `mounts_of` looks up the mounts of the container a `volumes_from` entry
     names (`web` or `container:db`).
@@ -134,7 +136,9 @@ def build_launch_spec(
     planned = plan_mounts(keys, image, context)
     # hosts, hostname and resolv.conf are bound by the launcher from the container's
     # directory, over the service's mounts, unless the service mounts that very file.
-    files = _etc_files(keys, hostname, domainname, namespaces, addresses, host_etc)
+    files = _etc_files(
+        keys, hostname, domainname, namespaces, addresses, host_etc, embedded_dns
+    )
     files += planned.files
 
     spec = LaunchSpec(
@@ -365,12 +369,15 @@ def _etc_files(
     namespaces: Namespaces,
     addresses: Iterable[str],
     host_etc: Path,
+    embedded_dns: str | None = None,
 ) -> list[FileToWrite]:
     """hosts, hostname and resolv.conf for the container's directory.
 
     On the host's network they start from the host's own files, as Docker's
     do. Otherwise /etc/hosts gets its own line once networking gives the
-    container `addresses`.
+    container `addresses`. On a bridge network the only nameserver is our
+    DNS server (`embedded_dns`); the service's `dns:` servers become that
+    server's upstreams for this container, as with Docker's embedded DNS.
     """
     extra = []
     for index, entry in enumerate(keys.get("extra_hosts", [])):
@@ -388,7 +395,7 @@ def _etc_files(
     hosts = hosts_file(extra, [(address, names) for address in addresses], base)
     resolv = resolv_conf(
         _read_text(host_etc / "resolv.conf") or "",
-        nameservers=[str(server) for server in keys.get("dns", [])],
+        nameservers=[embedded_dns] if embedded_dns else [str(s) for s in keys.get("dns", [])],
         search=[str(domain) for domain in keys.get("dns_search", [])],
         options=[str(option) for option in keys.get("dns_opt", [])],
         keep_loopback=on_host,

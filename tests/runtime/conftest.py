@@ -1,4 +1,5 @@
-"""Real containers for the runtime's tests: a busybox image, a state root, a clean slate.
+"""Real containers for the runtime's tests (containers, networks): a busybox image, a
+state root, a clean slate.
 
 One state root and one keeper serve the whole session (starting a keeper is
 the slowest part of a container's first start). After every test each
@@ -22,9 +23,6 @@ from orchestrator.runtime.containers.runtime import ContainerRuntime
 from orchestrator.runtime.images.exchange import load_archive
 from orchestrator.runtime.images.store import ImageStore
 
-if os.geteuid() != 0:
-    pytest.skip("container tests need root", allow_module_level=True)
-
 # This session's containers get their cgroups under a parent of its own, so the
 # leak check below sees exactly them, whatever else runs on the machine.
 os.environ["STACK_CGROUP_PARENT"] = f"stack/test-{os.getpid()}"
@@ -32,6 +30,8 @@ os.environ["STACK_CGROUP_PARENT"] = f"stack/test-{os.getpid()}"
 
 @pytest.fixture(scope="session")
 def container_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("containers need root")
     root = tmp_path_factory.mktemp("stack-root")
     with ImageStore(root / "images") as store:
         archive = write_docker_archive_classic(root / "busybox.tar", [busybox_image()])

@@ -1,0 +1,1 @@
+"""Networks: bridges, addresses, service-name DNS, nftables NAT and published ports."""

@@ -1,0 +1,269 @@
+"""Networks for containers: create and remove them, attach containers, keep the host in step.
+
+The order of a container's life on its networks:
+  reserve  (before the container is created) addresses and host ports are chosen
+           and recorded, so its /etc/hosts can name its own address and a port
+           conflict is reported before anything exists;
+  plug     (the container's process exists, held before exec) one veth per network
+           into its network namespace, its address, the default route;
+  release  (stopped or removed) its endpoints are dropped; its veths went with its
+           network namespace already.
+After each change the nftables table and the DNS records are rebuilt from the
+stored state, whole: the same state always gives the same host.
+
+Blocking work (netlink, `nft`, the store's lock) runs in worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from orchestrator.runtime.network import links, nftables
+from orchestrator.runtime.network.dns_answer import DnsAnswerer
+from orchestrator.runtime.network.dns_server import DnsServer
+from orchestrator.runtime.network.ipam import AddressBook
+from orchestrator.runtime.network.nft_rules import render_ruleset
+from orchestrator.runtime.network.ports import PublishedPort, choose_host_ports
+from orchestrator.runtime.network.store import Endpoint, Network, NetworkStore
+from orchestrator.spec.errors import StackError
+
+_LIMIT = trio.CapacityLimiter(4)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """How a container joins one network (a service's `networks:` entry)."""
+
+    network: str
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str = ""
+    mac_address: str = ""
+    priority: int = 0
+
+
+@dataclass
+class Reservation:
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [e.address for e in self.endpoints]
+
+    @property
+    def ports(self) -> list[dict[str, Any]]:
+        return [p for e in self.endpoints for p in e.ports]
+
+
+class NetworkManager:
+    def __init__(
+        self, state_root: Path, answerer: DnsAnswerer | None = None,
+        dns: DnsServer | None = None,
+    ):
+        self.store = NetworkStore(state_root / "networks")
+        self.answerer = answerer or DnsAnswerer()
+        self.dns = dns  # serving on every network's gateway, when the caller runs one
+
+    async def serve_dns(self) -> None:
+        """Make the DNS server listen on the gateways of exactly the stored networks."""
+        if self.dns is None:
+            return
+        wanted = {n.gateway for n in self.list()}
+        for address in sorted(self.dns.addresses - wanted):
+            await self.dns.stop_listening(address)
+        for address in sorted(wanted - self.dns.addresses):
+            await self.dns.listen_on(address)
+
+    # --- networks -------------------------------------------------------------------------
+
+    async def create(self, name: str, **options: Any) -> Network:
+        """The network `name`, created (bridge, rules) unless it exists; then it is repaired."""
+        network = await trio.to_thread.run_sync(self._create, name, options, limiter=_LIMIT)
+        await self.serve_dns()
+        return network
+
+    def _create(self, name: str, options: Mapping[str, Any]) -> Network:
+        with self.store.locked():
+            network = self.store.find(name)
+            if network is None:
+                network = self.store.plan(name, **options)
+                self.store.save(network)
+            links.ensure_bridge(network.bridge, network.gateway, network.prefixlen, network.mtu)
+            if not network.internal:
+                links.enable_forwarding()
+            self._sync_host()
+        return network
+
+    async def remove(self, name: str) -> None:
+        await trio.to_thread.run_sync(self._remove, name, limiter=_LIMIT)
+        await self.serve_dns()
+
+    def _remove(self, name: str) -> None:
+        with self.store.locked():
+            network = self.store.get(name)
+            if network.endpoints:
+                users = ", ".join(sorted(e.container_name for e in network.endpoints.values()))
+                raise StackError(
+                    f"network {network.name} has active endpoints ({users})",
+                    hint="stop or remove those containers first",
+                )
+            # A bridge named through driver_opts is ours too: the record says so.
+            links.delete_link(network.bridge, recorded=True)
+            self.store.delete(network.name)
+            self._sync_host()
+
+    def list(self) -> list[Network]:
+        return self.store.list()
+
+    def get(self, name: str) -> Network:
+        return self.store.get(name)
+
+    async def prune(self) -> list[str]:
+        removed = []
+        for network in self.list():
+            if not network.endpoints:
+                await self.remove(network.name)
+                removed.append(network.name)
+        return removed
+
+    # --- containers -----------------------------------------------------------------------
+
+    def reserve(
+        self, container_id: str, container_name: str, attachments: Sequence[Attachment],
+        service: str = "", project: str = "", hostname: str = "",
+        ports: Sequence[PublishedPort] = (),
+    ) -> Reservation:
+        """Addresses on every network and the host ports, recorded; nothing on the host but
+        the rules for them. Blocking (the store's lock, `nft`): callers run it in a thread
+        when they have an event loop."""
+        ordered = sorted(attachments, key=lambda a: (-a.priority, a.network))
+        with self.store.locked():
+            networks = [self.store.get(a.network) for a in ordered]
+            taken = {
+                (p["protocol"], p["host_ip"], p["host_port"]): e.container_name
+                for n in self.store.list() for e in n.endpoints.values() for p in e.ports
+                if e.container_id != container_id
+            }
+            # Ports go with the first network (the one with the default route), as Docker
+            # publishes through the container's primary address.
+            published = [] if not networks or networks[0].internal else list(ports)
+            chosen = choose_host_ports(service or container_name, published, taken)
+            reservation = Reservation()
+            for index, (attachment, network) in enumerate(zip(ordered, networks, strict=True)):
+                book = AddressBook(network.name, network.addressing(), {
+                    e.address: e.container_name for e in network.endpoints.values()
+                    if e.container_id != container_id
+                })
+                if attachment.ipv4_address:
+                    address = book.reserve(attachment.ipv4_address, container_name)
+                else:
+                    address = book.allocate(container_name)
+                endpoint = Endpoint(
+                    network=network.name, container_id=container_id,
+                    container_name=container_name, address=str(address), service=service,
+                    project=project, hostname=hostname, aliases=list(attachment.aliases),
+                    veth=links.veth_name(container_id, network.id),
+                    mac=attachment.mac_address, priority=attachment.priority,
+                    ports=[_port_json(p) for p in chosen] if index == 0 else [],
+                )
+                network.endpoints[container_id] = endpoint
+                reservation.endpoints.append(endpoint)
+            for network in networks:
+                self.store.save(network)
+            self._sync_host()
+        return reservation
+
+    async def plug(self, container_id: str, pid: int) -> None:
+        """The container's veths, in the order of its networks (the first has the route)."""
+        await trio.to_thread.run_sync(self._plug, container_id, pid, limiter=_LIMIT)
+
+    def _plug(self, container_id: str, pid: int) -> None:
+        endpoints = self._endpoints_of(container_id)
+        if not endpoints:
+            return
+        for index, (network, endpoint) in enumerate(endpoints):
+            gateway = network.gateway if index == 0 and not network.internal else None
+            links.attach(
+                pid, bridge=network.bridge, host_veth=endpoint.veth, ifname=f"eth{index}",
+                address=endpoint.address, prefixlen=network.prefixlen, gateway=gateway,
+                mac=endpoint.mac or None, mtu=network.mtu,
+            )
+
+    async def release(self, container_id: str) -> None:
+        await trio.to_thread.run_sync(self.release_now, container_id, limiter=_LIMIT)
+
+    def release_now(self, container_id: str) -> None:
+        with self.store.locked():
+            for network in self.store.list():
+                endpoint = network.endpoints.pop(container_id, None)
+                if endpoint is not None:
+                    links.delete_link(endpoint.veth)  # usually gone with its namespace
+                    self.store.save(network)
+            self._sync_host()
+
+    def _endpoints_of(self, container_id: str) -> list[tuple[Network, Endpoint]]:
+        found = [(n, n.endpoints[container_id]) for n in self.store.list()
+                 if container_id in n.endpoints]
+        return sorted(found, key=lambda pair: (-pair[1].priority, pair[0].name))
+
+    def dns_address(self, container_id: str) -> str | None:
+        endpoints = self._endpoints_of(container_id)
+        return endpoints[0][0].gateway if endpoints else None
+
+    # --- the host, rebuilt from state -----------------------------------------------------
+
+    async def sync_host(self) -> None:
+        await trio.to_thread.run_sync(self._locked_sync, limiter=_LIMIT)
+
+    def _locked_sync(self) -> None:
+        with self.store.locked():
+            self._sync_host()
+
+    def _sync_host(self) -> None:
+        """nftables, Docker's FORWARD accepts and DNS records, from the stored networks."""
+        networks = self.store.list()
+        endpoints = [e for n in networks for e in n.endpoints.values()]
+        self.answerer.set_endpoints(endpoints)
+        if not networks:
+            nftables.remove_table()
+            nftables.remove_forward_accepts()
+            return
+        ports = [p | {"network": e.network, "container_address": e.address,
+                      "container_name": e.container_name}
+                 for e in endpoints for p in e.ports]
+        nftables.apply_ruleset(render_ruleset([n.to_json() for n in networks], ports))
+        nftables.ensure_forward_accepts([n.bridge for n in networks])
+
+    async def reconcile(self, running: set[str]) -> None:
+        """After a crash: endpoints of containers that are not running are dropped, every
+        network's bridge exists, links of ours that no network knows are deleted."""
+        await trio.to_thread.run_sync(self._reconcile, running, limiter=_LIMIT)
+
+    def _reconcile(self, running: set[str]) -> None:
+        with self.store.locked():
+            known = set()
+            for network in self.store.list():
+                stale = [cid for cid in network.endpoints if cid not in running]
+                for container_id in stale:
+                    del network.endpoints[container_id]
+                if stale:
+                    self.store.save(network)
+                links.ensure_bridge(
+                    network.bridge, network.gateway, network.prefixlen, network.mtu
+                )
+                known.add(network.bridge)
+                known.update(e.veth for e in network.endpoints.values())
+            for name in links.our_links():
+                if name not in known:
+                    links.delete_link(name)
+            self._sync_host()
+
+
+def _port_json(port: PublishedPort) -> dict[str, Any]:
+    return {"container_port": port.container_port, "protocol": port.protocol,
+            "host_port": port.host_port, "host_ip": port.host_ip}
+

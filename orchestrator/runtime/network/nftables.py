@@ -1,0 +1,178 @@
+"""Load our nftables table, remove it, and keep our bridges working beside Docker.
+
+Everything here runs the `nft` and `iptables` tools and blocks for a few
+milliseconds: call it through `trio.to_thread.run_sync` from the engine.
+
+Replacing the table: `apply_ruleset` sends nft one batch,
+
+    table ip stack          (declare it: a no-op when it exists, so the next line
+    delete table ip stack    can never fail on a first start)
+    table ip stack { ... }  (the new definition)
+
+and the kernel commits a batch all at once or not at all. Packets see the old
+table or the new one, never none and never half of each; a rejected ruleset
+leaves the old one in place. `flush table` would not do: it empties chains but
+keeps them, so a chain or set that the new state no longer has would linger,
+and a base chain cannot be redeclared with another hook or priority.
+Conntrack entries live outside the table, so open connections (and their NAT
+mappings) survive a reload.
+
+Docker: `dockerd` sets the iptables FORWARD policy to DROP and loads
+`br_netfilter`, which makes even frames bridged between two containers of one
+network traverse the ip FORWARD hook. A drop in any table is final, so our
+own accepts cannot help; we add accept rules where Docker's tooling expects
+a user's rules, its DOCKER-USER chain (or FORWARD itself when something else
+set a DROP policy there), with the `iptables` command Docker itself uses, so
+they land in the same backend (nft or legacy) and `iptables -S` shows them
+beside Docker's. Docker keeps DOCKER-USER's rules across its restarts. Our
+rules carry the comment `stack:<bridge>`; removal touches nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from orchestrator.runtime.network.nft_rules import FAMILY, TABLE
+from orchestrator.spec.errors import StackError
+
+DOCKER_USER = "DOCKER-USER"
+FORWARD = "FORWARD"
+COMMENT_PREFIX = "stack:"
+
+_REPLACE = f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+_OUR_COMMENT = re.compile(rf'--comment "?{re.escape(COMMENT_PREFIX)}')
+
+
+def apply_ruleset(text: str) -> None:
+    """Replace `table ip stack` with `text` (a rendered table) in one transaction."""
+    _nft(["-f", "-"], _REPLACE + text, doing="load the network ruleset")
+
+
+def remove_table() -> None:
+    """Remove our table; nothing happens when there is none."""
+    _nft(["-f", "-"], _REPLACE, doing="remove the network ruleset")
+
+
+def current_ruleset() -> str | None:
+    """The table as the kernel holds it (`nft list table ip stack`), None without one."""
+    tables = _nft(["list", "tables", FAMILY], doing="list nftables tables")
+    if f"table {FAMILY} {TABLE}" not in tables.splitlines():
+        return None
+    return _nft(["list", "table", FAMILY, TABLE], doing="list the network ruleset")
+
+
+def ensure_forward_accepts(bridges: Iterable[str]) -> str | None:
+    """Make iptables' FORWARD let our bridges' traffic through, exactly for `bridges`.
+
+    Rules go into DOCKER-USER when that chain exists, else into FORWARD when
+    its policy is DROP, else nowhere (nothing there drops our traffic). Our
+    rules for bridges not listed, or in the other chain, are removed, so
+    calling this after every network change keeps them exact. Returns the
+    chain used, or None. Without an `iptables` command there is nothing to do.
+
+    A dockerd started after this call sets FORWARD's policy to DROP and
+    creates DOCKER-USER: calling this again moves our rules there.
+    """
+    if shutil.which("iptables") is None:
+        return None
+    chains = {name: _chain_rules(name) for name in (DOCKER_USER, FORWARD)}
+    if chains[DOCKER_USER] is not None:
+        target: str | None = DOCKER_USER
+    elif f"-P {FORWARD} DROP" in (chains[FORWARD] or []):
+        target = FORWARD
+    else:
+        target = None
+    wanted = set()
+    if target is not None:
+        for bridge in bridges:
+            wanted |= {(target, "-i", bridge), (target, "-o", bridge)}
+    have = set()
+    for rules in chains.values():
+        for rule in rules or []:
+            key = _our_rule_key(rule)
+            if key is None:
+                continue
+            if key in wanted:
+                have.add(key)
+            else:
+                _iptables(["-D", *shlex.split(rule)[1:]])
+    for chain, direction, bridge in sorted(wanted - have):
+        comment = ["-m", "comment", "--comment", COMMENT_PREFIX + bridge]
+        _iptables(["-I", chain, direction, bridge, *comment, "-j", "ACCEPT"])
+    return target
+
+
+def remove_forward_accepts() -> None:
+    """Remove every iptables rule of ours, and only those."""
+    ensure_forward_accepts(())
+
+
+def _our_rule_key(rule: str) -> tuple[str, str, str] | None:
+    """(chain, "-i"|"-o", bridge) for one of our `iptables -S` lines, else None."""
+    if not rule.startswith("-A ") or not _OUR_COMMENT.search(rule):
+        return None
+    words = shlex.split(rule)
+    for direction in ("-i", "-o"):
+        if direction in words:
+            return words[1], direction, words[words.index(direction) + 1]
+    return None
+
+
+def _chain_rules(chain: str) -> list[str] | None:
+    """`iptables -S <chain>` lines, None when the chain does not exist.
+
+    Listing a built-in chain of a table iptables-nft has not created yet
+    prints its default policy and creates nothing.
+    """
+    result = subprocess.run(
+        ["iptables", "-w", "-t", "filter", "-S", chain], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return None
+    return result.stdout.splitlines()
+
+
+def _iptables(args: list[str]) -> None:
+    result = subprocess.run(
+        ["iptables", "-w", "-t", "filter", *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise StackError(
+            f"iptables {' '.join(args)} failed: {_first_line(result.stderr)}",
+            hint="check that iptables works on this host (iptables -S)",
+        )
+
+
+def _nft(args: list[str], stdin: str | None = None, *, doing: str) -> str:
+    try:
+        result = subprocess.run(
+            ["nft", *args], input=stdin, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise StackError(
+            f"cannot {doing}: the nft command is missing", hint="install nftables"
+        ) from None
+    if result.returncode != 0:
+        raise StackError(
+            f"cannot {doing}: nft says {_nft_message(result.stderr)}",
+            hint="check that nftables works on this host (nft list ruleset)",
+        )
+    return result.stdout
+
+
+def _nft_message(stderr: str) -> str:
+    """nft's error lines, without the echo of the input and its ^^^ markers.
+
+    The line numbers nft gives count our two header lines, so they are dropped.
+    """
+    errors = [line[line.index("Error:") :] for line in stderr.splitlines() if "Error:" in line]
+    return "; ".join(errors) or _first_line(stderr)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
