@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .networks import add_network_commands
 from .volumes import add_volume_commands
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_image_commands(commands)
     add_volume_commands(commands)
+    add_network_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
@@ -149,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .volumes import run_volume
 
             return run_volume(args)
+        if args.command == "network":
+            from .networks import run_network
+
+            return run_network(args)
     except StackError as error:
         _shorten_location(error)
         print(f"error: {error}", file=sys.stderr)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -50,6 +51,7 @@ from orchestrator.runtime.containers.state import (
     process_start_time,
 )
 from orchestrator.runtime.volumes.copyup import copy_into_volume
+from orchestrator.spec.errors import StackError
 
 SOCKET_NAME = "keeper.sock"
 INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/tini", "/sbin/tini")
@@ -196,6 +198,8 @@ class Keeper:
             try:
                 request = json.loads(line)
                 self._handle(client, request)
+            except (launcher.LaunchError, StackError) as error:  # the user's to read
+                self._reply(client, {"error": str(error)})
             except Exception as error:  # reply, never crash
                 self._reply(client, {"error": f"{type(error).__name__}: {error}"})
 
@@ -240,7 +244,7 @@ class Keeper:
         if container_id in self.running:
             self._reply(client, {"error": "container is already running"})
             return
-        spec = container.read_spec()
+        spec = self._joined_namespaces(container.read_spec())
         cgroup = Cgroup.create(container_id, spec.resources)
         running = Running(container, cgroup=cgroup)
         try:
@@ -265,6 +269,24 @@ class Keeper:
             _close(fd)
         launch = Launch(client, "start", report_r, go_w, hold=hold, running=running)
         self.selector.register(report_r, selectors.EVENT_READ, ("launch", launch))
+
+    def _joined_namespaces(self, spec: LaunchSpec) -> LaunchSpec:
+        """`container:<id>` namespace modes become that container's current /proc path."""
+        modes = {}
+        for kind in ("net", "ipc", "pid", "uts"):
+            mode = getattr(spec.namespaces, kind)
+            if mode.startswith("container:"):
+                other = self.running.get(mode.removeprefix("container:"))
+                if other is None or not other.pid:
+                    raise launcher.LaunchError(
+                        f"cannot join the {kind} namespace of container "
+                        f"{mode.removeprefix('container:')[:12]}: it is not running"
+                    )
+                modes[kind] = f"/proc/{other.pid}/ns/{kind}"
+        if not modes:
+            return spec
+        namespaces = dataclasses.replace(spec.namespaces, **modes)
+        return dataclasses.replace(spec, namespaces=namespaces)
 
     def _container_stdio(self, spec: LaunchSpec, running: Running) -> tuple[int, ...]:
         """What the child needs for its fds 0, 1 and 2.

@@ -72,7 +72,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class Namespaces:
-    """"new", "host", or the path of a namespace to join (`/proc/<pid>/ns/net`)."""
+    """"new", "host", the path of a namespace to join (`/proc/<pid>/ns/net`), or
+    `container:<id>`: the namespace of that container's process at each start."""
 
     net: str = "new"
     ipc: str = "new"
@@ -205,7 +206,7 @@ def validate_spec(spec: LaunchSpec) -> None:
             raise StackError(f"{where}: bind source {mount.source!r} must be an absolute path")
     for name in ("net", "ipc", "pid", "uts"):
         mode = getattr(spec.namespaces, name)
-        if mode not in NAMESPACE_MODES and not mode.startswith("/"):
+        if mode not in NAMESPACE_MODES and not mode.startswith(("/", "container:")):
             raise StackError(f"{where}: invalid {name} namespace mode {mode!r}")
     signal_number(spec.stop_signal)
     if spec.stop_grace_period < 0:

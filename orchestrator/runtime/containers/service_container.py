@@ -66,12 +66,14 @@ def create_service_container(
     name = name or service.get("container_name") or f"{project}-{service_name}-{number}"
     declared = _declared_volumes(project_model or {})
     attachments = service_attachments(service, service_name, project_model or {})
+    join_network = _network_container(runtime, project, service_name, service)
     reservation = None
     if networks is not None and attachments:
         reservation = networks.reserve(
             container_id, name, attachments, service=service_name, project=project,
             hostname=str(service.get("hostname") or ""),
             ports=service_ports(service_name, service.get("ports") or ()),
+            dns=[str(server) for server in service.get("dns") or ()],
         )
     try:
         return _create(
@@ -80,7 +82,8 @@ def create_service_container(
             number=number, host_rootfs=host_rootfs, project_model=project_model,
             project_environment=project_environment, config_hash=config_hash, oneoff=oneoff,
             addresses=reservation.addresses if reservation else [],
-            embedded_dns=networks.dns_address(container_id) if reservation and networks else None,
+            embedded_dns=_dns_for(networks, container_id if reservation else join_network),
+            join_network=join_network,
         )
     except BaseException:
         if reservation is not None and networks is not None:
@@ -94,7 +97,7 @@ def _create(
     declared: dict[str, _Declared], *, project: str, project_dir: str, service_name: str,
     number: int, host_rootfs: str | None, project_model: Mapping[str, Any] | None,
     project_environment: Mapping[str, str] | None, config_hash: str, oneoff: bool,
-    addresses: list[str], embedded_dns: str | None,
+    addresses: list[str], embedded_dns: str | None, join_network: str | None,
 ) -> Container:
     plan = build_launch_spec(
         service, image,
@@ -106,6 +109,7 @@ def _create(
         host_rootfs=host_rootfs, project_model=project_model,
         project_environment=project_environment, image_id=image_id,
         config_hash=config_hash, oneoff=oneoff, addresses=addresses, embedded_dns=embedded_dns,
+        join_network=join_network,
         mounts_of=lambda reference: _mounts_of(runtime, project, reference),
     )
     made = _make_volumes(volumes, plan.volumes, declared, project, service_name)
@@ -117,11 +121,36 @@ def _create(
         raise
 
 
+def _dns_for(networks: NetworkManager | None, container_id: str | None) -> str | None:
+    if networks is None or container_id is None:
+        return None
+    return networks.dns_address(container_id)
+
+
+def _network_container(
+    runtime: ContainerRuntime, project: str, service_name: str, service: Mapping[str, Any]
+) -> str | None:
+    """The id of the container whose network `network_mode: service:X|container:X` shares."""
+    mode = str(service.get("network_mode") or "")
+    if not mode.startswith(("service:", "container:")):
+        return None
+    try:
+        return _referenced(runtime, project, mode.removeprefix("service:")).id
+    except StackError as error:
+        raise StackError(error.message, path=("services", service_name, "network_mode"),
+                         hint=error.hint) from None
+
+
 def _mounts_of(runtime: ContainerRuntime, project: str, reference: str) -> tuple[Mount, ...]:
-    """The mounts of the container a `volumes_from` entry names: `container:<name>`, or
-    a service of the project, whose lowest-numbered container (not a one-off run) counts."""
+    """The mounts of the container a `volumes_from` entry names."""
+    return _referenced(runtime, project, reference).spec.mounts
+
+
+def _referenced(runtime: ContainerRuntime, project: str, reference: str) -> Container:
+    """`container:<name>`, or a service of the project, whose lowest-numbered container
+    (not a one-off run) counts."""
     if reference.startswith("container:"):
-        return runtime.get(reference[len("container:") :]).spec.mounts
+        return runtime.get(reference[len("container:") :])
     replicas = [
         container
         for container in runtime.list()
@@ -134,7 +163,7 @@ def _mounts_of(runtime: ContainerRuntime, project: str, reference: str) -> tuple
             f"service {reference} has no container to take volumes from",
             hint=f"create {reference}'s containers first",
         )
-    return min(replicas, key=lambda c: int(c.metadata.get("number", 0))).spec.mounts
+    return min(replicas, key=lambda c: int(c.metadata.get("number", 0)))
 
 
 @dataclass(frozen=True)

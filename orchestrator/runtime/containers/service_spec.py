@@ -83,6 +83,7 @@ def build_launch_spec(
     oneoff: bool = False,
     addresses: Sequence[str] = (),
     embedded_dns: str | None = None,
+    join_network: str | None = None,
     anonymous_volumes: Mapping[str, str] | None = None,
     mounts_of: Callable[[str], Sequence[Mount]] = no_containers,
     host_etc: Path = Path("/etc"),
@@ -105,7 +106,7 @@ def build_launch_spec(
     container_dir = Path(state_root) / "containers" / container_id
 
     rootfs = _rootfs(keys, lowers, host_rootfs, project_dir, state_root)
-    namespaces = _namespaces(keys)
+    namespaces = _namespaces(keys, join_network)
     hostname = _hostname(keys, container_id, namespaces)
     domainname = keys.get("domainname", "")
     privileged = bool(keys.get("privileged"))
@@ -193,12 +194,14 @@ def _rootfs(
     return Rootfs(lowers=(path,), read_only=read_only, masked=masked)
 
 
-def _namespaces(keys: ServiceKeys) -> Namespaces:
+def _namespaces(keys: ServiceKeys, join_network: str | None = None) -> Namespaces:
     network = keys.get("network_mode", "")
     if network in ("", "bridge", "none", "default"):
         net = "new"
     elif network == "host":
         net = "host"
+    elif network.startswith(("service:", "container:")) and join_network:
+        net = f"container:{join_network}"  # the keeper finds its namespace at each start
     else:
         raise _not_supported(keys, "network_mode", network)
     ipc = keys.get("ipc", "")

@@ -135,7 +135,7 @@ class NetworkManager:
     def reserve(
         self, container_id: str, container_name: str, attachments: Sequence[Attachment],
         service: str = "", project: str = "", hostname: str = "",
-        ports: Sequence[PublishedPort] = (),
+        ports: Sequence[PublishedPort] = (), dns: Sequence[str] = (),
     ) -> Reservation:
         """Addresses on every network and the host ports, recorded; nothing on the host but
         the rules for them. Blocking (the store's lock, `nft`): callers run it in a thread
@@ -169,6 +169,7 @@ class NetworkManager:
                     veth=links.veth_name(container_id, network.id),
                     mac=attachment.mac_address, priority=attachment.priority,
                     ports=[_port_json(p) for p in chosen] if index == 0 else [],
+                    dns=list(dns),
                 )
                 network.endpoints[container_id] = endpoint
                 reservation.endpoints.append(endpoint)
@@ -228,6 +229,9 @@ class NetworkManager:
         networks = self.store.list()
         endpoints = [e for n in networks for e in n.endpoints.values()]
         self.answerer.set_endpoints(endpoints)
+        for endpoint in endpoints:
+            if endpoint.dns:
+                self.answerer.set_container_dns(endpoint.container_id, endpoint.dns)
         if not networks:
             nftables.remove_table()
             nftables.remove_forward_accepts()

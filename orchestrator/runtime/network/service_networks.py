@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.runtime.network.manager import Attachment
-from orchestrator.spec.errors import StackError
 
 # network_mode values under which the container gets no network of ours
 _NO_BRIDGE = ("none", "host")
@@ -18,13 +17,8 @@ def service_attachments(
     """The service's networks (by their real names), with aliases, static addresses,
     MAC and priority; none under `network_mode: none|host`."""
     mode = str(service.get("network_mode") or "")
-    if mode in _NO_BRIDGE:
-        return []
-    if mode.startswith(("service:", "container:")):
-        raise StackError(
-            f"network_mode {mode} is not supported yet",
-            path=("services", service_name, "network_mode"),
-        )
+    if mode in _NO_BRIDGE or mode.startswith(("service:", "container:")):
+        return []  # none, the host's, or another container's network namespace
     declared = project_model.get("networks") or {}
     attachments = []
     for key, options in (service.get("networks") or {}).items():

@@ -47,6 +47,7 @@ class Endpoint:
     mac: str = ""
     ports: list[dict[str, Any]] = field(default_factory=list)
     priority: int = 0
+    dns: list[str] = field(default_factory=list)  # the service's `dns:`: upstreams for it
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,6 +164,10 @@ class NetworkStore:
         others = {n.name: IPv4Network(n.subnet) for n in self.list() if n.name != name}
         if any(n.bridge == bridge for n in self.list() if n.name != name):
             raise StackError(f"network {name}: bridge {bridge} is used by another network")
+        if os.path.exists(f"/sys/class/net/{bridge}"):
+            # Never adopt an interface we did not make: removing the network would delete it.
+            raise StackError(f"network {name}: an interface named {bridge} exists already",
+                             hint=f"choose another {BRIDGE_NAME_OPTION}")
         routes = [r for r in ipam.read_host_routes() if not r.device.startswith(BRIDGE_PREFIX)
                   and r.device not in {n.bridge for n in self.list()}]
         addressing = ipam.choose_addressing(

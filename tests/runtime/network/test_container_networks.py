@@ -164,3 +164,43 @@ async def test_two_stacks_with_the_same_service_names_do_not_see_each_other(
         assert theirs not in ran.stdout
     finally:
         await other.remove_all()
+
+
+async def test_network_mode_service_shares_the_other_containers_network(
+    netrunner: ServiceRunner,
+):
+    stack = WEB + """
+      sidecar:
+        image: busybox
+        network_mode: service:web
+        command: >-
+          sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
+          wget -qO- http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1'
+    """
+    web = await netrunner.start(stack, "web")
+    ran = await netrunner.run(stack, "sidecar")
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.stdout == "hello-from-web\n"  # the web server's loopback is the sidecar's
+    sidecar = [c for c in netrunner.runtime.list() if c.metadata["service"] == "sidecar"][0]
+    assert sidecar.spec.namespaces.net == f"container:{web.id}"
+
+
+async def test_static_address_and_priority_order_the_interfaces(netrunner: ServiceRunner):
+    stack = """
+    services:
+      app:
+        image: busybox
+        networks:
+          back: {priority: 1}
+          front: {ipv4_address: 10.216.5.77, priority: 10}
+        command: sh -c 'ip -4 -o addr show eth0; ip route show default'
+    networks:
+      front:
+        ipam: {config: [{subnet: 10.216.5.0/24}]}
+      back:
+        ipam: {config: [{subnet: 10.216.6.0/24}]}
+    """
+    ran = await netrunner.run(stack, "app")
+    assert ran.exit_code == 0, ran.stderr
+    assert "10.216.5.77/24" in ran.stdout  # eth0 is the highest-priority network
+    assert "default via 10.216.5.1" in ran.stdout
