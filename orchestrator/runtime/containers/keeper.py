@@ -425,7 +425,10 @@ class Keeper:
         self._reply(client, {"ok": True})
 
     def _watch_output(self, running: Running) -> None:
-        running.ingester = LogIngester(running.container.path)
+        spec = running.container.read_spec()
+        running.ingester = LogIngester(
+            running.container.path, max_size=spec.log_max_size, max_files=spec.log_max_files
+        )
         for name in ("stdout.raw", "stderr.raw"):
             path = running.container.path / name
             if path.exists():

@@ -130,6 +130,8 @@ class LaunchSpec:
     stop_signal: str = "SIGTERM"
     stop_grace_period: float = 10.0
     shm_size: int = 64 * 1024 * 1024
+    log_max_size: int = 10 * 1024 * 1024  # bytes of container.log before it rotates
+    log_max_files: int = 3  # container.log and the rotated files kept
     image: str = ""  # the image reference as the service names it
     image_id: str = ""  # manifest digest of the stored image ("" for a host rootfs)
     labels: tuple[tuple[str, str], ...] = ()

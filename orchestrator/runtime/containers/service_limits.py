@@ -17,6 +17,7 @@ from orchestrator.runtime.containers import defaults
 from orchestrator.runtime.containers.launchspec import Namespaces, Resources, Rlimit
 from orchestrator.runtime.containers.service_mounts import ServiceKeys
 from orchestrator.spec.errors import StackError
+from orchestrator.spec.units import parse_bytes
 
 _ULIMITS = frozenset({
     "as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
@@ -194,3 +195,39 @@ def byte_size(
     if number < 0:
         raise keys.error(key, f"invalid size {value!r}", "a size cannot be negative")
     return number or None
+
+
+LOG_DRIVERS = ("json-file", "local")
+
+
+def log_rotation(keys: ServiceKeys) -> tuple[int, int]:
+    """(max size, files kept) from `logging:`; our log is json-file's format, so that
+    driver (and `local`) are honoured with their `max-size` and `max-file` options."""
+    logging = keys.get("logging") or {}
+    driver = logging.get("driver") or "json-file"
+    if driver not in LOG_DRIVERS:
+        raise keys.error(("logging", "driver"), f"logging driver {driver!r} is not supported",
+                         "use json-file (the default) or local")
+    options = logging.get("options") or {}
+    size, files = 10 * 1024 * 1024, 3
+    if "max-size" in options:
+        try:
+            size = parse_bytes(str(options["max-size"]))
+        except ValueError:
+            raise keys.error(
+                ("logging", "options", "max-size"),
+                f"invalid size {options['max-size']!r}", "write a size like 10m",
+            ) from None
+    if "max-file" in options:
+        try:
+            files = int(str(options["max-file"]))
+        except ValueError:
+            files = 0
+        if files < 1:
+            raise keys.error(
+                ("logging", "options", "max-file"),
+                f"invalid max-file {options['max-file']!r}", "use a number from 1",
+            )
+    if size < 1:
+        raise keys.error(("logging", "options", "max-size"), "max-size must be positive")
+    return size, files

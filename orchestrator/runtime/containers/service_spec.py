@@ -142,6 +142,7 @@ def build_launch_spec(
     )
     files += planned.files
 
+    log_size, log_files = service_limits.log_rotation(keys)
     spec = LaunchSpec(
         id=container_id,
         name=container_name,
@@ -160,6 +161,7 @@ def build_launch_spec(
         stop_signal=_stop_signal(keys, config),
         stop_grace_period=_stop_grace_period(keys),
         shm_size=service_limits.byte_size(keys, "shm_size") or defaults.DEFAULT_SHM_SIZE,
+        log_max_size=log_size, log_max_files=log_files,
         image=keys.get("image", ""),
         image_id=image_id,
         labels=_labels(keys, config, project, project_dir, number, config_hash, oneoff),

@@ -9,6 +9,7 @@ import trio
 from support.containers import ServiceRunner
 
 from orchestrator.runtime.containers.log_reader import LogEntry, follow_log, read_log
+from orchestrator.spec.errors import StackError
 
 pytestmark = pytest.mark.trio
 
@@ -151,3 +152,29 @@ async def test_without_tty_output_is_not_a_terminal(runner: ServiceRunner):
 
 def texts(entries: list[LogEntry]) -> list[str]:
     return [e.text.rstrip("\n") for e in entries]
+
+
+async def test_logging_max_size_and_max_file_rotate_the_log(runner: ServiceRunner) -> None:
+    ran = await runner.run("""
+        services:
+          app:
+            image: busybox
+            logging: {driver: json-file, options: {max-size: 2k, max-file: "2"}}
+            command: sh -c 'for i in $$(seq 1 400); do echo line-$$i; done'
+    """)
+    assert ran.exit_code == 0
+    container = runner.runtime.list()[0]
+    folder = runner.runtime.root / container.id
+    logs = sorted(p.name for p in folder.iterdir() if p.name.startswith("container.log"))
+    assert logs == ["container.log", "container.log.1"]
+    assert all((folder / name).stat().st_size <= 2048 + 200 for name in logs)
+    assert ran.stdout.splitlines()[-1] == "line-400"
+
+
+async def test_unsupported_logging_driver_is_one_clear_error(runner: ServiceRunner) -> None:
+    expected = r"services\.app\.logging\.driver: logging driver 'syslog'"
+    with pytest.raises(StackError, match=expected):
+        runner.create("""
+            services:
+              app: {image: busybox, command: "true", logging: {driver: syslog}}
+        """)
