@@ -74,6 +74,7 @@ def create_service_container(
             hostname=str(service.get("hostname") or ""),
             ports=service_ports(service_name, service.get("ports") or ()),
             dns=[str(server) for server in service.get("dns") or ()],
+            links=_link_aliases(service.get("links") or ()),
         )
     try:
         return _create(
@@ -119,6 +120,15 @@ def _create(
     except BaseException:
         _remove_volumes(volumes, made)
         raise
+
+
+def _link_aliases(links: Any) -> dict[str, str]:
+    """compose `links: [db:database, cache]` -> {"database": "db", "cache": "cache"}."""
+    aliases = {}
+    for entry in links:
+        name, _, alias = str(entry).partition(":")
+        aliases[alias or name] = name
+    return aliases
 
 
 def _dns_for(networks: NetworkManager | None, container_id: str | None) -> str | None:

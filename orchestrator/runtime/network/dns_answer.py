@@ -27,7 +27,7 @@ response could start a loop between two servers).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,6 +122,7 @@ class DnsAnswerer:
     def __init__(self) -> None:
         self._endpoints: dict[tuple[str, str], NamedEndpoint] = {}  # (container id, network)
         self._nameservers: dict[str, tuple[Nameserver, ...]] = {}  # container id -> `dns:`
+        self._links: dict[str, dict[str, str]] = {}  # container id -> link alias -> name
         self._rebuild()
 
     # -- records -------------------------------------------------------------------------
@@ -129,6 +130,9 @@ class DnsAnswerer:
     def set_endpoints(self, endpoints: Iterable[NamedEndpoint]) -> None:
         """Replace every record by those of `endpoints` (e.g. after reading the state)."""
         self._endpoints = {(e.container_id, e.network): e for e in endpoints}
+        present = {container_id for container_id, _ in self._endpoints}
+        self._nameservers = {k: v for k, v in self._nameservers.items() if k in present}
+        self._links = {k: v for k, v in self._links.items() if k in present}
         self._rebuild()
 
     def add_endpoint(self, endpoint: NamedEndpoint) -> None:
@@ -145,6 +149,7 @@ class DnsAnswerer:
         for key in [key for key in self._endpoints if key[0] == container_id]:
             del self._endpoints[key]
         self._nameservers.pop(container_id, None)
+        self._links.pop(container_id, None)
         self._rebuild()
 
     def set_container_dns(self, container_id: str, servers: Sequence[str]) -> None:
@@ -158,6 +163,15 @@ class DnsAnswerer:
             self._nameservers[container_id] = parsed
         else:
             self._nameservers.pop(container_id, None)
+
+    def set_container_links(self, container_id: str, links: Mapping[str, str]) -> None:
+        """Names only this container resolves (compose `links: [db:database]`): each
+        alias answers as the name it stands for, on the container's own networks."""
+        aliases = {_name_key(alias): _name_key(name) for alias, name in links.items()}
+        if aliases:
+            self._links[container_id] = aliases
+        else:
+            self._links.pop(container_id, None)
 
     def _rebuild(self) -> None:
         # Indexes made once per change, so answering is a few dict lookups.
@@ -214,7 +228,9 @@ class DnsAnswerer:
                     response.add_answer(RR(question.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
                     return self._finish(request, response, tcp)
             key = _label_key(question.qname)
-            addresses = self._lookup(key, networks)
+            linked = next((self._links[c][key] for c in sorted(containers)
+                           if key in self._links.get(c, {})), None)
+            addresses = self._lookup(linked or key, networks)
             if addresses:
                 return self._finish(request, self._address_answer(request, key, addresses), tcp)
         nameservers = next((self._nameservers[c] for c in sorted(containers)

@@ -48,6 +48,7 @@ class Endpoint:
     ports: list[dict[str, Any]] = field(default_factory=list)
     priority: int = 0
     dns: list[str] = field(default_factory=list)  # the service's `dns:`: upstreams for it
+    links: dict[str, str] = field(default_factory=dict)  # `links:` alias -> service name
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

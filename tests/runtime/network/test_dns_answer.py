@@ -384,3 +384,13 @@ def test_garbage_after_a_valid_query_header_never_raises(tail: bytes) -> None:
     decision = answerer.decide(header + tail, "172.18.0.9")
     if isinstance(decision, Answer):
         DNSRecord.parse(decision.wire)
+
+
+
+def test_link_alias_resolves_only_for_the_linking_container(answerer: DnsAnswerer) -> None:
+    answerer.set_container_links(CLIENT.container_id, {"cache": "web"})
+    assert sorted(addresses(ask(answerer, "cache"))) == ["172.18.0.2", "172.18.0.3", "172.18.0.4"]
+    assert forwarded(answerer, "cache", client="172.18.0.8")  # proj-both-1 has no such link
+    answerer.set_endpoints([web(1, "172.18.0.2")])  # the client is gone: so is its link
+    answerer.set_endpoints([web(1, "172.18.0.2"), CLIENT])
+    assert forwarded(answerer, "cache")
