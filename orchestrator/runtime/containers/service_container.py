@@ -74,7 +74,7 @@ def create_service_container(
             hostname=str(service.get("hostname") or ""),
             ports=service_ports(service_name, service.get("ports") or ()),
             dns=[str(server) for server in service.get("dns") or ()],
-            links=_link_aliases(service.get("links") or ()),
+            link_aliases=_link_aliases(service.get("links") or ()),
         )
     try:
         return _create(

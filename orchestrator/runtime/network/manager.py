@@ -136,7 +136,7 @@ class NetworkManager:
         self, container_id: str, container_name: str, attachments: Sequence[Attachment],
         service: str = "", project: str = "", hostname: str = "",
         ports: Sequence[PublishedPort] = (), dns: Sequence[str] = (),
-        links: Mapping[str, str] | None = None,
+        link_aliases: Mapping[str, str] | None = None,
     ) -> Reservation:
         """Addresses on every network and the host ports, recorded; nothing on the host but
         the rules for them. Blocking (the store's lock, `nft`): callers run it in a thread
@@ -170,7 +170,7 @@ class NetworkManager:
                     veth=links.veth_name(container_id, network.id),
                     mac=attachment.mac_address, priority=attachment.priority,
                     ports=[_port_json(p) for p in chosen] if index == 0 else [],
-                    dns=list(dns), links=dict(links or {}),
+                    dns=list(dns), links=dict(link_aliases or {}),
                 )
                 network.endpoints[container_id] = endpoint
                 reservation.endpoints.append(endpoint)

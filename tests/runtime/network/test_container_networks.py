@@ -204,3 +204,18 @@ async def test_static_address_and_priority_order_the_interfaces(netrunner: Servi
     assert ran.exit_code == 0, ran.stderr
     assert "10.216.5.77/24" in ran.stdout  # eth0 is the highest-priority network
     assert "default via 10.216.5.1" in ran.stdout
+
+
+async def test_link_alias_resolves_for_the_linking_service(netrunner: ServiceRunner):
+    stack = WEB + """
+      client:
+        image: busybox
+        links: ["web:site"]
+        command: >-
+          sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do
+          wget -qO- http://site:8080/ && exit 0; sleep 0.2; done; exit 1'
+    """
+    await netrunner.start(stack, "web")
+    ran = await netrunner.run(stack, "client")
+    assert ran.exit_code == 0, ran.stderr
+    assert ran.stdout == "hello-from-web\n"
