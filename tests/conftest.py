@@ -1,4 +1,4 @@
-"""Real containers for the runtime's tests (containers, networks): a busybox image, a
+"""Real containers for the tests that run them (runtime, networks, engine): a busybox image, a
 state root, a clean slate.
 
 One state root and one keeper serve the whole session (starting a keeper is
