@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .networks import add_network_commands
+from .stack_parser import add_stack_commands
 from .volumes import add_volume_commands
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(commands)
     add_volume_commands(commands)
     add_network_commands(commands)
+    add_stack_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
@@ -155,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .networks import run_network
 
             return run_network(args)
+        if args.command in ("up", "down", "ps", "logs", "ls", "engine"):
+            from .stack_commands import run_stack_command
+
+            return run_stack_command(args)
     except StackError as error:
         _shorten_location(error)
         print(f"error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,28 @@ class Supervisor:
         self.watches: dict[str, Watch] = {}
         self.stopped_by_user: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self._subscribers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Tell every `events()` reader; a reader too slow to keep up loses events."""
+        event = {"time": time.time(), **event}
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                pass
+            except trio.ClosedResourceError:
+                self._subscribers.discard(channel)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](1024)
+        self._subscribers.add(send)
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            self._subscribers.discard(send)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -108,8 +130,12 @@ class Supervisor:
                     if spec is not None and container.state.started_at:
                         watch.health = HealthState(spec, container.state.started_at)
                         nursery.start_soon(self._probe, watch, spec, container.state.started_at)
+                    self.publish({"type": "container", "action": "start", "id": container.id,
+                                  "name": container.name})
                     state = await runtime.wait(watch.container_id)
                     nursery.cancel_scope.cancel()
+                self.publish({"type": "container", "action": "die", "id": container.id,
+                              "name": container.name, "exit_code": state.exit_code})
                 watch.changed.set()
                 watch.changed = trio.Event()
                 if watch.container_id in self.stopped_by_user:
@@ -139,6 +165,8 @@ class Supervisor:
 
     async def _probe(self, watch: Watch, spec: Any, started_at: float) -> None:
         async def on_change(state: HealthState) -> None:
+            self.publish({"type": "container", "action": f"health_status: {state.status}",
+                          "id": watch.container_id})
             watch.changed.set()
             watch.changed = trio.Event()
 

@@ -1,0 +1,297 @@
+"""`stack up`, `down`, `ps`, `logs`, `ls` and `engine`: the CLI as the engine's thin client.
+
+The CLI loads and validates the stack file itself (it has the working
+directory and the environment), sends the normalized model to the engine and
+prints what comes back. It starts the engine when nobody answers on its
+socket. Nothing here imports trio: a `ps` costs an interpreter start and one
+request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cli.engine_client import EngineClient, default_socket_path
+from orchestrator.spec.errors import StackError
+
+DEFAULT_ROOT = "/var/lib/stack"
+ENGINE_START_TIMEOUT = 15.0
+_PAST = {"Create": "Created", "Recreate": "Recreated", "Start": "Started",
+         "Stop": "Stopped", "Remove": "Removed", "Restart": "Restarted", "Ensure": "Ensured",
+         "Check": "Checked", "Wait": "Healthy", "Kill": "Killed"}
+_ING = {"Create": "Creating", "Recreate": "Recreating", "Start": "Starting",
+        "Stop": "Stopping", "Remove": "Removing", "Restart": "Restarting",
+        "Ensure": "Ensuring", "Check": "Checking", "Wait": "Waiting", "Kill": "Killing"}
+
+
+def run_stack_command(args: argparse.Namespace) -> int:
+    if args.command == "engine":
+        return _engine(args)
+    client = connect()
+    if args.command == "up":
+        return _up(client, args)
+    if args.command == "down":
+        return _down(client, args)
+    if args.command == "ps":
+        return _ps(client, args)
+    if args.command == "logs":
+        return _logs(client, args)
+    if args.command == "ls":
+        return _ls(client)
+    raise AssertionError(args.command)
+
+
+# --- the engine -------------------------------------------------------------------------
+
+
+def connect() -> EngineClient:
+    """A client for the engine, which is started first when nobody answers."""
+    client = EngineClient(default_socket_path())
+    if client.is_running():
+        return client
+    root = Path(os.environ.get("STACK_ROOT") or DEFAULT_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "stackd.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.engine.daemon"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + ENGINE_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if client.is_running():
+            return client
+        time.sleep(0.02)
+    raise StackError(f"the stack engine did not start; see {root / 'stackd.log'}")
+
+
+def _engine(args: argparse.Namespace) -> int:
+    client = EngineClient(default_socket_path())
+    if args.engine_command == "status":
+        if not client.is_running():
+            print(f"stackd is not running (socket {default_socket_path()})")
+            return 1
+        _, version = client.request("GET", "/v1/version")
+        print(f"stackd {version['version']} running, pid {version.get('pid')}, "
+              f"state root {version.get('state_root')}, socket {default_socket_path()}")
+        return 0
+    if not client.is_running():
+        print("stackd is not running")
+        return 0
+    _, version = client.request("GET", "/v1/version")
+    client.request("POST", "/v1/engine/stop")
+    client.close()
+    pid = int(version.get("pid") or 0)
+    deadline = time.monotonic() + 15
+    while pid and time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.02)
+    print("stackd stopped")
+    return 0
+
+
+# --- up and down ------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from orchestrator.cli.config import _load as load_stack
+
+    return load_stack(args)
+
+
+def _up(client: EngineClient, args: argparse.Namespace) -> int:
+    from orchestrator.engine.projects import secret_environment
+
+    stack = _load(args)
+    scale = {}
+    for entry in args.scale:
+        service, _, count = entry.partition("=")
+        if not count.isdigit():
+            raise StackError(f"--scale {entry}: expected SERVICE=NUMBER")
+        scale[service] = int(count)
+    body = {
+        "model": stack.model,
+        "config_hashes": {name: stack.config_hash(name) for name in stack.model["services"]},
+        "working_dir": stack.directory,
+        "environment": secret_environment(stack.model, os.environ),
+        "options": {
+            "services": list(args.services), "force_recreate": args.force_recreate,
+            "no_recreate": args.no_recreate, "no_deps": args.no_deps,
+            "no_start": args.no_start, "remove_orphans": args.remove_orphans,
+            "scale": scale, "dry_run": args.dry_run,
+            **({"timeout": args.timeout} if args.timeout is not None else {}),
+        },
+    }
+    ok = _print_progress(client.stream("PUT", f"/v1/projects/{stack.name}", body))
+    if not ok:
+        return 1
+    if args.detach or args.dry_run or args.no_start:
+        return 0
+    return _attach(client, stack.name)
+
+
+def _down(client: EngineClient, args: argparse.Namespace) -> int:
+    name = _project_name(args)
+    body: dict[str, Any] = {"remove_orphans": args.remove_orphans, "volumes": args.volumes}
+    if args.timeout is not None:
+        body["timeout"] = args.timeout
+    return 0 if _print_progress(client.stream("POST", f"/v1/projects/{name}/down", body)) else 1
+
+
+def _project_name(args: argparse.Namespace) -> str:
+    return str(_load(args).name)
+
+
+def _print_progress(events: Any) -> bool:
+    ok = True
+    for event in events:
+        if "error" in event:
+            print(f"error: {event['error']}", file=sys.stderr)
+            ok = False
+            continue
+        status = event.get("status")
+        if status in ("warning", "planned"):
+            stream = sys.stderr if status == "warning" else sys.stdout
+            print(("WARN " if status == "warning" else "") + event.get("message", ""),
+                  file=stream)
+            continue
+        action = event.get("action", "")
+        if status == "working":
+            word = _ING.get(action, action)
+        elif status == "done":
+            word = _PAST.get(action, action)
+        else:
+            word = "Error"
+            ok = False
+        line = f" {event.get('resource', '')}  {word}"
+        if status == "error" and event.get("message"):
+            line += f"  {event['message']}"
+        print(line, flush=True)
+    return ok
+
+
+def _attach(client: EngineClient, project: str) -> int:
+    """Follow every container's output, prefixed by its name, until Ctrl-C; then stop."""
+    import threading
+
+    _, containers = client.request("GET", "/v1/containers", query={"project": project})
+    width = max((len(_prefix_name(c)) for c in containers), default=0)
+    lock = threading.Lock()
+
+    def follow(container: dict[str, Any]) -> None:
+        own = EngineClient(default_socket_path())
+        try:
+            for entry in own.stream("GET", f"/v1/containers/{container['id']}/logs",
+                                    query={"follow": True, "tail": 0}):
+                with lock:
+                    print(f"{_prefix_name(container):<{width}}  | {entry['line']}", end="",
+                          flush=True)
+        except StackError:
+            pass
+
+    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in containers]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
+        for container in containers:
+            client.request("POST", f"/v1/containers/{container['id']}/stop")
+    return 0
+
+
+# --- ps, logs, ls -----------------------------------------------------------------------
+
+
+def _ps(client: EngineClient, args: argparse.Namespace) -> int:
+    name = _project_name(args)
+    _, containers = client.request("GET", "/v1/containers",
+                                   query={"project": name, "all": args.all})
+    containers.sort(key=lambda c: (c["service"], c["number"]))
+    if args.quiet:
+        print("".join(f"{c['id']}\n" for c in containers), end="")
+    elif args.services:
+        print("".join(f"{s}\n" for s in dict.fromkeys(c["service"] for c in containers)), end="")
+    elif args.format == "json":
+        print(json.dumps(containers))
+    else:
+        rows = [(c["name"], c["image"], json.dumps(c["command"]), c["service"],
+                 _status(c), _ports(c)) for c in containers]
+        _table(("NAME", "IMAGE", "COMMAND", "SERVICE", "STATUS", "PORTS"), rows)
+    return 0
+
+
+def _status(container: dict[str, Any]) -> str:
+    state = container["state"]
+    if state == "running":
+        text = f"Up {_ago(container.get('started_at'))}"
+        if container.get("health"):
+            text += f" ({container['health']})"
+        return text
+    if state == "exited":
+        return f"Exited ({container.get('exit_code')}) {_ago(container.get('finished_at'))} ago"
+    return state.capitalize()
+
+
+def _ago(when: float | None) -> str:
+    if not when:
+        return ""
+    seconds = max(0, int(time.time() - when))
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def _ports(container: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{p['url']}:{p['published_port']}->{p['target_port']}/{p['protocol']}"
+        for p in container.get("publishers", [])
+    )
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("   ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _logs(client: EngineClient, args: argparse.Namespace) -> int:
+    name = _project_name(args)
+    _, containers = client.request("GET", "/v1/containers", query={"project": name, "all": True})
+    if args.services:
+        containers = [c for c in containers if c["service"] in args.services]
+    tail = None if args.tail == "all" else int(args.tail)
+    width = max((len(_prefix_name(c)) for c in containers), default=0)
+    if args.follow and len(containers) > 1:
+        return _attach(client, name)
+    for container in containers:
+        query = {"tail": tail, "follow": args.follow}
+        for entry in client.stream("GET", f"/v1/containers/{container['id']}/logs",
+                                   query=query):
+            prefix = "" if args.no_log_prefix else f"{_prefix_name(container):<{width}}  | "
+            stamp = f"{entry['time']} " if args.timestamps else ""
+            print(f"{prefix}{stamp}{entry['line']}", end="", flush=True)
+    return 0
+
+
+def _prefix_name(container: dict[str, Any]) -> str:
+    """What compose prefixes log lines with: the service and replica, `web-1`."""
+    return f"{container['service']}-{container['number']}"
+
+
+def _ls(client: EngineClient) -> int:
+    _, projects = client.request("GET", "/v1/projects")
+    _table(("NAME", "STATUS", "WORKING DIR"),
+           [(p["name"], p["status"], p.get("working_dir", "")) for p in projects])
+    return 0

@@ -1,0 +1,41 @@
+"""The arguments of `up`, `down`, `ps`, `logs`, `ls` and `engine` (parsed for every command:
+nothing heavy is imported here)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_stack_commands(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser("up", help="create and start the stack's containers")
+    up.add_argument("-d", "--detach", action="store_true", help="return once started")
+    up.add_argument("--force-recreate", action="store_true")
+    up.add_argument("--no-recreate", action="store_true")
+    up.add_argument("--no-deps", action="store_true")
+    up.add_argument("--no-start", action="store_true")
+    up.add_argument("--remove-orphans", action="store_true")
+    up.add_argument("--scale", action="append", default=[], metavar="SERVICE=N")
+    up.add_argument("-t", "--timeout", type=int, default=None)
+    up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    up.add_argument("services", nargs="*", metavar="SERVICE")
+    down = commands.add_parser("down", help="stop and remove the stack's containers")
+    down.add_argument("-v", "--volumes", action="store_true", help="remove volumes too")
+    down.add_argument("--remove-orphans", action="store_true")
+    down.add_argument("-t", "--timeout", type=int, default=None)
+    ps = commands.add_parser("ps", help="list the stack's containers")
+    ps.add_argument("-a", "--all", action="store_true", help="stopped ones too")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    ps.add_argument("--services", action="store_true", help="only service names")
+    ps.add_argument("--format", choices=("table", "json"), default="table")
+    logs = commands.add_parser("logs", help="show the output of the stack's containers")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", default="all")
+    logs.add_argument("-t", "--timestamps", action="store_true")
+    logs.add_argument("--no-log-prefix", action="store_true")
+    logs.add_argument("services", nargs="*", metavar="SERVICE")
+    commands.add_parser("ls", help="list the stacks the engine runs")
+    engine = commands.add_parser("engine", help="the stack engine (stackd)")
+    verbs = engine.add_subparsers(dest="engine_command", metavar="COMMAND")
+    verbs.required = True
+    verbs.add_parser("status", help="whether the engine runs, and where")
+    verbs.add_parser("stop", help="stop the engine (containers keep running)")

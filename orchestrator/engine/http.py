@@ -1,0 +1,711 @@
+"""The engine's HTTP/1.1 server: h11 on trio, on a unix socket.
+
+h11 does the protocol and never touches the socket; this module does the I/O,
+the routing and the conventions every /v1 endpoint shares (described for
+clients in `schemas/engine-api.yaml`):
+
+- request and response bodies are JSON; an error is `{"message": ...}` with a 4xx
+  status for a bad request (a `StackError` from a handler) and 500 for our fault;
+- a `Stream` answers with newline-delimited JSON, one object a line, in chunks
+  as the handler produces them; a failure after the head is a last line
+  `{"error": ...}`, since the status has already gone out;
+- an `Upgrade` answers `101 Switching Protocols` and hands the handler the raw
+  byte stream (exec, attach);
+- a request whose client goes away is cancelled, as a request context is in
+  Go's net/http: nobody is left to read its answer. A handler that must finish
+  its work anyway shields it.
+
+Every connection is a task in a nursery the server owns; `HttpServer.stop()`
+stops accepting, closes idle connections and gives running requests a grace
+period before cancelling them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import stat
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import h11
+import trio
+
+from orchestrator.spec.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 1 << 20
+"""Bytes a request body may have unless its route allows more (a project model: 16 MiB)."""
+MAX_HEAD = 64 * 1024
+RECEIVE_SIZE = 64 * 1024
+SOCKET_MODE = 0o660
+UPGRADE_PROTOCOL = "tcp"
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)  # the client went away
+
+
+class HttpError(StackError):
+    """A request the engine refuses, with the status to answer it with."""
+
+    def __init__(
+        self, status: int, message: str, *, hint: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.headers = list(headers)
+
+
+_UNPARSED = object()
+
+
+# --- what handlers get and return -------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes = b""
+    _parsed: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (None when empty); a 400 when it is not JSON."""
+        if self._parsed is _UNPARSED:
+            if not self.body.strip():
+                self._parsed = None
+            else:
+                try:
+                    self._parsed = json.loads(self.body)
+                except (ValueError, RecursionError) as error:
+                    raise HttpError(400, f"request body is not valid JSON: {error}") from None
+        return self._parsed
+
+    def json_object(
+        self, fields: Mapping[str, type | tuple[type, ...]], required: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """The body as an object with only the given fields, each of its type."""
+        body = self.json()
+        return check_object({} if body is None else body, fields, required, where="request body")
+
+    def query_str(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def query_bool(self, name: str, default: bool = False) -> bool:
+        value = self.query_str(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", ""):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise HttpError(400, f"query parameter {name}: expected true or false, got {value!r}")
+
+    def query_int(self, name: str, default: int | None = None) -> int | None:
+        value = self.query_str(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise HttpError(
+                400, f"query parameter {name}: expected an integer, got {value!r}"
+            ) from None
+
+
+_TYPE_NAMES = {
+    str: "a string", bool: "true or false", int: "an integer", float: "a number",
+    dict: "an object", list: "a list", type(None): "null",
+}
+
+
+def _json_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _has_type(value: Any, expected: type) -> bool:
+    # JSON has no separate boolean-is-an-integer: true is not a count of anything.
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
+def check_object(
+    value: Any,
+    fields: Mapping[str, type | tuple[type, ...]],
+    required: Iterable[str] = (),
+    *,
+    where: str = "request body",
+) -> dict[str, Any]:
+    """`value` itself, once it is an object with known fields of the right types (else a 400).
+
+    Unknown fields are refused rather than ignored: a misspelt option silently
+    doing nothing is worse than an error that names it.
+    """
+    if not isinstance(value, dict):
+        raise HttpError(400, f"{where}: expected an object, got {_json_type_name(value)}")
+    for name in value:
+        if name not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            raise HttpError(400, f"{where}: unknown field {name!r} (known fields: {known})")
+    for name in required:
+        if name not in value:
+            raise HttpError(400, f"{where}: missing field {name!r}")
+    for name, item in value.items():
+        expected = fields[name] if isinstance(fields[name], tuple) else (fields[name],)
+        if not any(_has_type(item, kind) for kind in expected):  # type: ignore[arg-type]
+            wanted = " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in expected)
+            raise HttpError(
+                400, f"{where}: field {name!r} must be {wanted}, not {_json_type_name(item)}"
+            )
+    return value
+
+
+@dataclass
+class Response:
+    body: Any = None  # JSON-able; None sends no body (use with 204)
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Stream:
+    """Newline-delimited JSON: each object the iterator yields, sent as it comes."""
+
+    items: AsyncIterable[Any]
+    status: int = 200
+
+
+class UpgradedStream(trio.abc.HalfCloseableStream):
+    """The connection after `101 Switching Protocols`, bytes the client sent early first."""
+
+    def __init__(self, transport: trio.SocketStream, early: bytes) -> None:
+        self.transport = transport
+        self._early = early
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._early:
+            size = len(self._early) if max_bytes is None else max_bytes
+            data, self._early = self._early[:size], self._early[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.transport.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.transport.send_eof()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+@dataclass
+class Upgrade:
+    """Switch the connection to a raw stream and run `run` on it; the connection ends with it."""
+
+    run: Callable[[UpgradedStream], Awaitable[None]]
+
+
+Result = Response | Stream | Upgrade
+Handler = Callable[[Request], Awaitable[Result]]
+
+
+# --- routing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    max_body: int
+    segments: tuple[str, ...]
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        if len(parts) != len(self.segments):
+            return None
+        params = {}
+        for segment, part in zip(self.segments, parts, strict=True):
+            if segment.startswith("{"):
+                if not part:
+                    return None
+                params[segment[1:-1]] = part
+            elif segment != part:
+                return None
+        return params
+
+    @property
+    def literal_count(self) -> int:
+        return sum(not s.startswith("{") for s in self.segments)
+
+
+class Router:
+    """Method + path pattern (`/v1/containers/{id}/logs`) -> handler."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def add(
+        self, method: str, pattern: str, handler: Handler, *, max_body: int = DEFAULT_MAX_BODY
+    ) -> None:
+        if not pattern.startswith("/"):
+            raise ValueError(f"route pattern must start with '/': {pattern}")
+        method = method.upper()
+        if (method, pattern) in self.routes():
+            raise ValueError(f"route defined twice: {method} {pattern}")
+        segments = tuple(pattern.split("/")[1:])
+        names = [s[1:-1] for s in segments if s.startswith("{")]
+        if len(names) != len(set(names)) or any(not n or "}" in n for n in names):
+            raise ValueError(f"bad parameters in route pattern: {pattern}")
+        self._routes.append(Route(method, pattern, handler, max_body, segments))
+
+    def routes(self) -> set[tuple[str, str]]:
+        return {(route.method, route.pattern) for route in self._routes}
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for a request and its path parameters; 404 or 405 when there is none."""
+        # Split before decoding, so that an escaped '/' stays inside one parameter.
+        try:
+            parts = [unquote(p, errors="strict") for p in path.split("/")[1:]]
+        except UnicodeDecodeError:
+            raise HttpError(400, "request path is not UTF-8") from None
+        matches = [(r, p) for r in self._routes if (p := r.match(parts)) is not None]
+        if not matches:
+            raise HttpError(404, f"no such endpoint: {path}")
+        allowed = [(r, p) for r, p in matches if r.method == method]
+        if not allowed:
+            methods = ", ".join(sorted({r.method for r, _ in matches}))
+            raise HttpError(
+                405, f"method {method} not allowed on {path} (allowed: {methods})",
+                headers=[("Allow", methods)],
+            )
+        # A literal segment beats a parameter: /v1/engine/stop before /v1/{kind}/stop.
+        return max(allowed, key=lambda match: match[0].literal_count)
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class _ClientGone(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class _Connection:
+    scope: trio.CancelScope
+    busy: bool = False
+
+
+class HttpServer:
+    def __init__(
+        self, router: Router, *, grace: float = 10.0, idle_timeout: float = 300.0
+    ) -> None:
+        self.router = router
+        self.grace = grace
+        self.idle_timeout = idle_timeout
+        self._stopping = False
+        self._accepting: trio.CancelScope | None = None
+        self._connection_scope: trio.CancelScope | None = None
+        self._connections: set[_Connection] = set()
+
+    def stop(self) -> None:
+        """Stop accepting; idle connections close now, running requests get `grace` seconds."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for connection in list(self._connections):
+            if not connection.busy:
+                connection.scope.cancel()
+        if self._connection_scope is not None:
+            self._connection_scope.deadline = trio.current_time() + self.grace
+
+    async def serve(
+        self, socket_path: str | os.PathLike[str],
+        *, task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until `stop()` has run its course (or until cancelled)."""
+        path = Path(socket_path)
+        listener, inode = await _listen(path)
+        try:
+            with trio.CancelScope() as self._connection_scope:
+                async with trio.open_nursery() as nursery:
+                    task_status.started(self)
+                    with trio.CancelScope() as self._accepting:
+                        if self._stopping:
+                            self._accepting.cancel()
+                        await self._accept(listener, nursery)
+        finally:
+            await trio.aclose_forcefully(listener)
+            with contextlib.suppress(OSError):
+                if path.stat().st_ino == inode:
+                    path.unlink()
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                transport = await listener.accept()
+            except OSError as error:
+                if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                    raise
+                # Out of descriptors: wait for some connections to end rather than spin.
+                logger.error("cannot accept a connection: %s", error)
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(self._connection, transport)
+
+    async def _connection(self, transport: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        with trio.CancelScope() as scope:
+            entry = _Connection(scope)
+            self._connections.add(entry)
+            try:
+                await self._serve_requests(conn, transport, entry)
+            except h11.RemoteProtocolError as error:
+                await _send_error(conn, transport, error.error_status_hint, str(error))
+            except (*_GONE, _ClientGone):
+                pass
+            except Exception:
+                # A bug in one exchange (say, a body on a 204) must not end the server.
+                logger.exception("connection failed")
+            finally:
+                self._connections.discard(entry)
+                await trio.aclose_forcefully(transport)
+
+    async def _serve_requests(
+        self, conn: h11.Connection, transport: trio.SocketStream, entry: _Connection
+    ) -> None:
+        while not self._stopping:
+            entry.busy = False
+            event = None
+            with trio.move_on_after(self.idle_timeout):
+                event = await _next_event(conn, transport)
+            if not isinstance(event, h11.Request):
+                return  # idle for too long, or the client closed the connection
+            entry.busy = True
+            if not await self._handle(conn, transport, event):
+                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+    async def _handle(
+        self, conn: h11.Connection, transport: trio.SocketStream, event: h11.Request
+    ) -> bool:
+        """Answer one request; whether the connection may serve another."""
+        method = event.method.decode("ascii", "replace").upper()
+        target = event.target.decode("ascii", "replace")
+        path, _, query = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        try:
+            route, params = self.router.resolve(method, path)
+        except HttpError as error:
+            route, params, refusal = None, {}, error
+        limit = route.max_body if route else DEFAULT_MAX_BODY
+        body = await _read_body(conn, transport, limit, headers)
+        if body is None:
+            size = f"{limit / (1 << 20):g} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+            await _send_response(conn, transport, Response(
+                {"message": f"request body too large (the limit is {size})"}, 413,
+                [("Connection", "close")],
+            ))
+            return False
+        if route is None:
+            await _send_response(conn, transport, _error_response(refusal))
+            return True
+        query_params = parse_qs(query, keep_blank_values=True)
+        request = Request(method, path, params, query_params, headers, body)
+        return await self._dispatch(conn, transport, route, request)
+
+    async def _dispatch(
+        self, conn: h11.Connection, transport: trio.SocketStream, route: Route, request: Request
+    ) -> bool:
+        gone = False
+        result: Result | None = None
+        with trio.CancelScope() as request_scope:
+            async with trio.open_nursery() as nursery:
+                watch_scope = trio.CancelScope()
+
+                async def watch() -> None:
+                    nonlocal gone
+                    with watch_scope:
+                        await _wait_client_gone(conn, transport)
+                        gone = True
+                        request_scope.cancel()
+
+                # A client that will switch protocols may send its first bytes and even
+                # half-close before the switch: those belong to the upgraded stream.
+                if "upgrade" not in request.headers:
+                    nursery.start_soon(watch)
+                # Nothing but cancellation may leave this nursery: the connection's
+                # handling must not depend on how exceptions get grouped.
+                try:
+                    result = await self._call(route, request)
+                    if isinstance(result, Stream):
+                        await _send_stream(conn, transport, result, request)
+                except _GONE:
+                    gone = True
+                finally:
+                    watch_scope.cancel()
+        if gone or result is None:
+            return False
+        if isinstance(result, Response):
+            await _send_response(conn, transport, result)
+            return True
+        if isinstance(result, Upgrade):
+            await _switch_protocols(conn, transport, result, request)
+            return False
+        return True  # a stream, already sent
+
+    async def _call(self, route: Route, request: Request) -> Result:
+        try:
+            result = await route.handler(request)
+            if isinstance(result, Response) and result.body is not None:
+                if result.status in (204, 304) or result.status < 200:
+                    raise TypeError(f"a {result.status} answer cannot have a body")
+                _json_bytes(result.body)  # a body that cannot be sent is our fault: a 500
+            if not isinstance(result, Response | Stream | Upgrade):
+                raise TypeError(f"handler returned {type(result).__name__}, not a Response")
+            return result
+        except StackError as error:
+            return _error_response(error)
+        except Exception as error:
+            logger.exception("%s %s failed", request.method, request.path)
+            return Response({"message": _internal_message(error)}, 500)
+
+
+def _error_response(error: StackError) -> Response:
+    """A user's mistake: 400 unless the error carries another 4xx/5xx status."""
+    status = getattr(error, "status", 400)
+    if not isinstance(status, int) or not 400 <= status <= 599:
+        status = 400
+    return Response({"message": str(error)}, status, list(getattr(error, "headers", [])))
+
+
+def _internal_message(error: Exception) -> str:
+    return f"internal error in the engine: {type(error).__name__}: {error} (see the engine log)"
+
+
+async def serve(
+    socket_path: str | os.PathLike[str], router: Router,
+    *, task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED, grace: float = 10.0,
+) -> None:
+    """Serve `router` on a unix socket; `nursery.start(serve, ...)` returns the `HttpServer`."""
+    await HttpServer(router, grace=grace).serve(socket_path, task_status=task_status)
+
+
+# --- the socket -------------------------------------------------------------------------------
+
+
+async def _listen(path: Path) -> tuple[trio.SocketListener, int]:
+    """A listener on `path` (mode 0660); a socket nobody answers on is replaced, a live one not."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise StackError(f"{path} exists and is not a socket", hint="move it away")
+        try:
+            with trio.fail_after(2):
+                probe = await trio.open_unix_socket(str(path))
+        except (OSError, trio.TooSlowError):
+            path.unlink()  # stale: left by an engine that died
+        else:
+            await probe.aclose()
+            raise StackError(f"another engine is already serving on {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Bind under a temporary name and rename into place, so that the socket is
+    # never reachable with the umask's mode, not even for an instant.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        temporary.unlink()
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(temporary))
+        os.chmod(temporary, SOCKET_MODE)
+        sock.listen(128)
+        os.rename(temporary, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return trio.SocketListener(sock), path.stat().st_ino
+
+
+# --- the protocol -----------------------------------------------------------------------------
+
+
+async def _next_event(conn: h11.Connection, transport: trio.SocketStream) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        conn.receive_data(await transport.receive_some(RECEIVE_SIZE))
+
+
+async def _read_body(
+    conn: h11.Connection, transport: trio.SocketStream, limit: int, headers: dict[str, str]
+) -> bytes | None:
+    """The whole request body, or None when it is over `limit` (not read any further)."""
+    declared = headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    if conn.they_are_waiting_for_100_continue:
+        go_on = h11.InformationalResponse(status_code=100, headers=[], reason=_reason(100))
+        await transport.send_all(conn.send(go_on))
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await _next_event(conn, transport)
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        else:
+            raise _ClientGone()
+
+
+async def _wait_client_gone(conn: h11.Connection, transport: trio.SocketStream) -> None:
+    """Return when the client closes its end; bytes it sends meanwhile wait in h11's buffer."""
+    buffered = 0
+    while True:
+        try:
+            data = await transport.receive_some(RECEIVE_SIZE)
+        except _GONE:
+            return
+        if not data:
+            return
+        conn.receive_data(data)
+        buffered += len(data)
+        if buffered > MAX_HEAD + DEFAULT_MAX_BODY:
+            # Pipelining this much is no client of ours: stop reading, so TCP-style
+            # backpressure (a full socket buffer) holds it back.
+            await trio.sleep_forever()
+
+
+async def _send_response(
+    conn: h11.Connection, transport: trio.SocketStream, response: Response
+) -> None:
+    headers = list(response.headers)
+    if response.body is None:
+        data = b""
+    else:
+        data = _json_bytes(response.body)
+        headers.append(("Content-Type", "application/json"))
+    if response.status not in (204, 304):
+        headers.append(("Content-Length", str(len(data))))
+    out = conn.send(h11.Response(
+        status_code=response.status, headers=headers, reason=_reason(response.status)))
+    if data:
+        out += conn.send(h11.Data(data=data))
+    out += conn.send(h11.EndOfMessage())
+    await transport.send_all(out)
+
+
+async def _send_error(
+    conn: h11.Connection, transport: trio.SocketStream, status: int, message: str
+) -> None:
+    """A last answer to a request h11 could not parse, if the state still allows one."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    with contextlib.suppress(h11.LocalProtocolError, *_GONE):
+        await _send_response(conn, transport, Response(
+            {"message": f"malformed request: {message}"}, status, [("Connection", "close")]))
+
+
+async def _send_stream(
+    conn: h11.Connection, transport: trio.SocketStream, stream: Stream, request: Request
+) -> None:
+    headers = [("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")]
+    head = h11.Response(status_code=stream.status, headers=headers, reason=_reason(stream.status))
+    await transport.send_all(conn.send(head))
+    items = aiter(stream.items)
+    try:
+        try:
+            async for item in items:
+                await transport.send_all(conn.send(h11.Data(data=_json_bytes(item) + b"\n")))
+        except StackError as error:
+            line = {"error": str(error)}
+        except _GONE:
+            raise
+        except Exception as error:
+            logger.exception("%s %s failed while streaming", request.method, request.path)
+            line = {"error": _internal_message(error)}
+        else:
+            line = None
+        if line is not None:
+            await transport.send_all(conn.send(h11.Data(data=_json_bytes(line) + b"\n")))
+        await transport.send_all(conn.send(h11.EndOfMessage()))
+    finally:
+        # A generator suspended in the middle (the client left) runs its cleanup now,
+        # bounded, and even when we are being cancelled ourselves.
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            with trio.CancelScope(shield=True) as cleanup:
+                cleanup.deadline = trio.current_time() + 5
+                try:
+                    await close()
+                except Exception:
+                    logger.exception("%s %s: closing the stream failed", request.method,
+                                     request.path)
+
+
+async def _switch_protocols(
+    conn: h11.Connection, transport: trio.SocketStream, upgrade: Upgrade, request: Request
+) -> None:
+    protocol = request.headers.get("upgrade")
+    if conn.their_state is not h11.MIGHT_SWITCH_PROTOCOL or not protocol:
+        await _send_response(conn, transport, Response(
+            {"message": f"{request.path} needs 'Connection: Upgrade' and "
+                        f"'Upgrade: {UPGRADE_PROTOCOL}' headers"}, 400))
+        return
+    await transport.send_all(conn.send(h11.InformationalResponse(
+        status_code=101, headers=[("Connection", "Upgrade"), ("Upgrade", protocol)],
+        reason=_reason(101))))
+    early, _closed = conn.trailing_data
+    upgraded = UpgradedStream(transport, bytes(early))
+    try:
+        await upgrade.run(upgraded)
+    except _GONE:
+        pass
+    except Exception:
+        logger.exception("%s %s failed after the upgrade", request.method, request.path)

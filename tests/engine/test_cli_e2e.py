@@ -1,0 +1,155 @@
+"""The real CLI against a real stackd: up, ps, logs, down, ls, engine — as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.runtime.network import links
+
+pytestmark = pytest.mark.slow
+
+Stack = Callable[..., subprocess.CompletedProcess[str]]
+
+STACK = """
+services:
+  web:
+    image: busybox
+    command: >-
+      sh -c 'mkdir -p /www && echo hi-from-web > /www/index.html &&
+      httpd -f -p 8080 -h /www'
+    ports: ["PORT:8080"]
+    stop_signal: SIGKILL
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      start_interval: 100ms
+      start_period: 10s
+  client:
+    image: busybox
+    command: sh -c 'wget -qO- http://web:8080/; sleep 600'
+    environment: {MODE: one}
+    depends_on: {web: {condition: service_healthy}}
+    stop_signal: SIGKILL
+"""
+
+
+@pytest.fixture
+def stack(container_root: Path, tmp_path: Path) -> Iterator[Stack]:
+    env = {**os.environ, "STACK_ROOT": str(container_root),
+           "STACK_SOCKET": str(tmp_path / "stack.sock"),
+           "STACK_ADDRESS_POOLS": "10.218.0.0/16:24"}
+    project = tmp_path / "proj"
+    project.mkdir()
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
+                                cwd=project, env=env, capture_output=True, text=True,
+                                timeout=120)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    try:
+        yield run
+    finally:
+        run("down", check=False)
+        run("engine", "stop", check=False)
+    assert links.our_links() == []
+
+
+def write(project: Path, port: int, mode: str = "one") -> None:
+    text = STACK.replace("PORT", str(port)).replace("MODE: one", f"MODE: {mode}")
+    (project / "compose.yaml").write_text(text)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def ids(stack: Stack) -> dict[str, str]:
+    return {c["name"]: c["id"] for c in json.loads(stack("ps", "--format", "json").stdout)}
+
+
+def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    write(tmp_path / "proj", port)
+    up = stack("up", "-d")
+    assert " Container proj-web-1  Started" in up.stdout
+    assert " Container proj-client-1  Started" in up.stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+        assert answer.read() == b"hi-from-web\n"
+    rows = stack("ps").stdout.splitlines()
+    assert rows[0].split()[:3] == ["NAME", "IMAGE", "COMMAND"]
+    assert any(r.startswith("proj-web-1") and "(healthy)" in r and f":{port}->8080/tcp" in r
+               for r in rows)
+    deadline = time.monotonic() + 10
+    while "hi-from-web" not in stack("logs", "client").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert stack("logs", "client").stdout == "client-1  | hi-from-web\n"
+    assert "proj" in stack("ls").stdout
+    down = stack("down")
+    assert " Network proj_default  Removed" in down.stdout
+    assert json.loads(stack("ps", "-a", "--format", "json").stdout) == []
+
+
+def test_up_twice_keeps_ids_and_an_edit_recreates_only_that_service(
+    stack: Stack, tmp_path: Path
+) -> None:
+    port = free_port()
+    write(tmp_path / "proj", port)
+    stack("up", "-d")
+    first = ids(stack)
+    again = stack("up", "-d")
+    assert again.stdout == ""
+    assert ids(stack) == first
+    write(tmp_path / "proj", port, mode="two")
+    dry = stack("up", "-d", "--dry-run")
+    assert "Container proj-client-1  Recreate (environment.MODE changed)" in dry.stdout
+    assert ids(stack) == first
+    stack("up", "-d")
+    after = ids(stack)
+    assert after["proj-web-1"] == first["proj-web-1"]
+    assert after["proj-client-1"] != first["proj-client-1"]
+
+
+def test_scale_up_then_down_converges(stack: Stack, tmp_path: Path) -> None:
+    write(tmp_path / "proj", free_port())
+    (tmp_path / "proj" / "compose.yaml").write_text(
+        (tmp_path / "proj" / "compose.yaml").read_text().replace('    ports: ["', '    #')
+    )
+    stack("up", "-d", "--scale", "client=3")
+    assert sorted(ids(stack)) == ["proj-client-1", "proj-client-2", "proj-client-3",
+                                  "proj-web-1"]
+    stack("up", "-d", "--scale", "client=1")
+    assert sorted(ids(stack)) == ["proj-client-1", "proj-web-1"]
+
+
+def test_killed_engine_leaves_containers_running_and_the_next_one_adopts_them(
+    stack: Stack, tmp_path: Path, container_root: Path
+) -> None:
+    write(tmp_path / "proj", free_port())
+    stack("up", "-d")
+    before = ids(stack)
+    pid = int((container_root / "stackd.lock").read_text())
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert ids(stack) == before  # a new engine, the same running containers
+    assert stack("up", "-d").stdout == ""
+    assert ids(stack) == before
