@@ -162,7 +162,10 @@ def _print_progress(events: Any) -> bool:
                   file=stream)
             continue
         action = event.get("action", "")
-        if status == "working":
+        if action.startswith("Wait"):  # a dependency: "Waiting", then "Healthy" or "Exited"
+            word = "Waiting" if status == "working" else (
+                "Healthy" if "health" in action.lower() else "Exited")
+        elif status == "working":
             word = _ING.get(action, action)
         elif status == "done":
             word = _PAST.get(action, action)
@@ -224,10 +227,17 @@ def _ps(client: EngineClient, args: argparse.Namespace) -> int:
     elif args.format == "json":
         print(json.dumps(containers))
     else:
-        rows = [(c["name"], c["image"], json.dumps(c["command"]), c["service"],
+        rows = [(c["name"], c["image"], _command(c["command"]), c["service"],
                  _status(c), _ports(c)) for c in containers]
         _table(("NAME", "IMAGE", "COMMAND", "SERVICE", "STATUS", "PORTS"), rows)
     return 0
+
+
+def _command(command: str) -> str:
+    """As compose shows it: quoted, cut at 20 characters with an ellipsis."""
+    if len(command) > 20:
+        command = command[:19] + "…"
+    return json.dumps(command, ensure_ascii=False)
 
 
 def _status(container: dict[str, Any]) -> str:

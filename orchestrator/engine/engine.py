@@ -291,6 +291,7 @@ def _resource(action: Action) -> str:
     if action.kind in ("ensure_volume", "remove_volume"):
         return f"Volume {action.name}"
     if action.kind in ("wait_healthy", "wait_completed"):
-        return f"Service {action.service}"
+        names = action.condition.containers if action.condition else ()
+        return f"Container {', '.join(names)}" if names else f"Service {action.service}"
     return f"Container {action.name}"
 
