@@ -71,6 +71,7 @@ class Api:
         )
         project = request.params["project"]
         options = _check(body.get("options") or {}, _UP_OPTIONS)
+        _check_model(body["model"])
         record = ProjectRecord(project, body["model"], body["config_hashes"],
                                body["working_dir"], dict(body.get("environment") or {}))
         up = UpOptions(
@@ -252,6 +253,22 @@ def _check(options: dict[str, Any], fields: dict[str, type]) -> dict[str, Any]:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise HttpError(400, f"options.{key}: expected {expected.__name__}")
     return options
+
+
+def _check_model(model: dict[str, Any]) -> None:
+    """A model from the API is checked against the stack schema like a file is: a
+    client other than our CLI may send anything."""
+    import copy
+
+    from orchestrator.spec.errors import SourceMap
+    from orchestrator.spec.schema import validate_schema
+
+    try:
+        validate_schema(copy.deepcopy(model), SourceMap("model"))
+    except StackError as error:
+        raise HttpError(400, f"invalid model: {error}") from None
+    if not isinstance(model.get("services"), dict) or not model["services"]:
+        raise HttpError(400, "invalid model: no services")
 
 
 def _float(text: str | None) -> float | None:
