@@ -10,6 +10,7 @@ request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -128,12 +129,44 @@ def _up(client: EngineClient, args: argparse.Namespace) -> int:
             **({"timeout": args.timeout} if args.timeout is not None else {}),
         },
     }
+    began = time.time()
     ok = _print_progress(client.stream("PUT", f"/v1/projects/{stack.name}", body))
     if not ok:
         return 1
-    if args.detach or args.dry_run or args.no_start:
+    if args.dry_run or args.no_start:
         return 0
-    return _attach(client, stack.name)
+    if args.wait:
+        return _wait_ready(client, stack.name, args.wait_timeout)
+    if args.detach:
+        return 0
+    abort = args.abort_on_container_exit or bool(args.exit_code_from)
+    return _attach(client, stack.name, abort=abort, exit_code_from=args.exit_code_from,
+                   since=began)
+
+
+def _wait_ready(client: EngineClient, project: str, timeout: int | None) -> int:
+    """Until every container runs (and is healthy when it has a healthcheck)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        _, containers = client.request("GET", "/v1/containers",
+                                       query={"project": project, "all": True})
+        pending = []
+        for container in containers:
+            if container["oneoff"]:
+                continue
+            if container["state"] == "exited" and container.get("exit_code") != 0:
+                raise StackError(f"container {container['name']} exited "
+                                 f"({container.get('exit_code')})")
+            if container["health"] == "unhealthy":
+                raise StackError(f"container {container['name']} is unhealthy")
+            if container["state"] != "exited" and (
+                    container["state"] != "running" or container["health"] == "starting"):
+                pending.append(container["name"])
+        if not pending:
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            raise StackError(f"timeout waiting for {', '.join(pending)}")
+        time.sleep(0.1)
 
 
 def _down(client: EngineClient, args: argparse.Namespace) -> int:
@@ -179,8 +212,10 @@ def _print_progress(events: Any) -> bool:
     return ok
 
 
-def _attach(client: EngineClient, project: str) -> int:
-    """Follow every container's output, prefixed by its name, until Ctrl-C; then stop."""
+def _attach(client: EngineClient, project: str, *, abort: bool = False,
+            exit_code_from: str | None = None, since: float | None = None) -> int:
+    """Follow every container's output, prefixed by its service, until they all stop
+    (or, with `abort`, one does), or Ctrl-C; then stop them, as compose does."""
     import threading
 
     _, containers = client.request("GET", "/v1/containers", query={"project": project})
@@ -191,7 +226,8 @@ def _attach(client: EngineClient, project: str) -> int:
         own = EngineClient(default_socket_path())
         try:
             for entry in own.stream("GET", f"/v1/containers/{container['id']}/logs",
-                                    query={"follow": True, "tail": 0}):
+                                    query={"follow": True, "since": since}
+                                    if since is not None else {"follow": True, "tail": 0}):
                 with lock:
                     print(f"{_prefix_name(container):<{width}}  | {entry['line']}", end="",
                           flush=True)
@@ -201,15 +237,26 @@ def _attach(client: EngineClient, project: str) -> int:
     threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in containers]
     for thread in threads:
         thread.start()
+    stopping = False
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        while any(thread.is_alive() for thread in threads):
+            if abort and any(not t.is_alive() for t in threads):
+                stopping = True
+                break
+            time.sleep(0.1)
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
+        stopping = True
+    if stopping:
         for container in containers:
-            client.request("POST", f"/v1/containers/{container['id']}/stop")
-    return 0
+            with contextlib.suppress(StackError):
+                client.request("POST", f"/v1/containers/{container['id']}/stop")
+                print(f" Container {container['name']}  Stopped", flush=True)
+    if exit_code_from is None:
+        return 0
+    _, final = client.request("GET", "/v1/containers", query={"project": project, "all": True})
+    codes = [c.get("exit_code") for c in final if c["service"] == exit_code_from]
+    return int(codes[0] or 0) if codes else 0
 
 
 # --- ps, logs, ls -----------------------------------------------------------------------

@@ -17,6 +17,13 @@ def add_stack_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--scale", action="append", default=[], metavar="SERVICE=N")
     up.add_argument("-t", "--timeout", type=int, default=None)
     up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    up.add_argument("--wait", action="store_true",
+                    help="wait until the services are running or healthy (implies -d)")
+    up.add_argument("--wait-timeout", type=int, default=None, metavar="SECONDS")
+    up.add_argument("--abort-on-container-exit", action="store_true",
+                    help="stop every container when one stops")
+    up.add_argument("--exit-code-from", metavar="SERVICE",
+                    help="exit with this service's exit code (implies the option above)")
     up.add_argument("services", nargs="*", metavar="SERVICE")
     down = commands.add_parser("down", help="stop and remove the stack's containers")
     down.add_argument("-v", "--volumes", action="store_true", help="remove volumes too")

@@ -153,3 +153,25 @@ def test_killed_engine_leaves_containers_running_and_the_next_one_adopts_them(
     assert ids(stack) == before  # a new engine, the same running containers
     assert stack("up", "-d").stdout == ""
     assert ids(stack) == before
+
+
+def test_attached_up_shows_output_and_exits_with_the_chosen_services_code(
+    stack: Stack, tmp_path: Path
+) -> None:
+    (tmp_path / "proj" / "compose.yaml").write_text("""
+services:
+  job:
+    image: busybox
+    command: sh -c 'echo working; sleep 0.5; exit 3'
+  server:
+    image: busybox
+    command: sh -c 'echo serving; sleep 600'
+    stop_signal: SIGKILL
+""")
+    up = stack("up", "--exit-code-from", "job", check=False)
+    assert up.returncode == 3
+    assert "job-1     | working" in up.stdout
+    assert "server-1  | serving" in up.stdout
+    states = {c["service"]: c["state"]
+              for c in json.loads(stack("ps", "-a", "--format", "json").stdout)}
+    assert states == {"job": "exited", "server": "exited"}
