@@ -70,9 +70,11 @@ class Engine:
         """Serve DNS, repair the host from the records, supervise; until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.dns.run)
-            running = {c.id for c in self.runtime.list() if c.state.status in ("running",
-                                                                              "paused")}
-            await self.networks.reconcile(running)
+            # A crash may have left half-made or half-removed container folders, and
+            # endpoints of containers that no longer exist (a container keeps its
+            # endpoints from create to remove, running or not).
+            await trio.to_thread.run_sync(self.runtime.clean_leftovers)
+            await self.networks.reconcile({c.id for c in self.runtime.list()})
             await self.networks.serve_dns()
             await nursery.start(self.supervisor.run)
             task_status.started()

@@ -175,3 +175,31 @@ services:
     states = {c["service"]: c["state"]
               for c in json.loads(stack("ps", "-a", "--format", "json").stdout)}
     assert states == {"job": "exited", "server": "exited"}
+
+
+def test_engine_killed_in_the_middle_of_up_then_up_converges_without_duplicates(
+    stack: Stack, tmp_path: Path, container_root: Path
+) -> None:
+    services = "".join(
+        f"  s{i}:\n    image: busybox\n    command: sleep 600\n    stop_signal: SIGKILL\n"
+        for i in range(12)
+    )
+    (tmp_path / "proj" / "compose.yaml").write_text("services:\n" + services)
+    env = {**os.environ, "STACK_ROOT": str(container_root),
+           "STACK_SOCKET": str(tmp_path / "stack.sock")}
+    stack("ls")  # the engine runs
+    pid = int((container_root / "stackd.lock").read_text())
+    up = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "up", "-d"],
+                          cwd=tmp_path / "proj", env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while "Created" not in (up.stdout.readline() if up.stdout else ""):
+        assert time.monotonic() < deadline
+    os.kill(pid, 9)
+    up.wait(20)
+    stack("up", "-d")
+    containers = json.loads(stack("ps", "-a", "--format", "json").stdout)
+    assert sorted(c["name"] for c in containers) == sorted(f"proj-s{i}-1" for i in range(12))
+    assert all(c["state"] == "running" for c in containers)
+    assert not [p for p in (container_root / "containers").iterdir()
+                if p.name.startswith((".new-", ".removing-"))]

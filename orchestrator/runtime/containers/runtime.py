@@ -104,6 +104,14 @@ class ContainerRuntime:
                 continue  # a folder half-created by a crash is not a container
         return containers
 
+    def clean_leftovers(self) -> None:
+        """Folders a crash left mid-create (`.new-*`) or mid-remove (`.removing-*`)."""
+        if not self.root.is_dir():
+            return
+        for entry in self.root.iterdir():
+            if entry.name.startswith((".new-", ".removing-")) and entry.is_dir():
+                _remove_tree(entry)
+
     def images_in_use(self) -> set[str]:
         return {c.spec.image_id for c in self.list() if c.spec.image_id}
 

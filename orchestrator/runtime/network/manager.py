@@ -246,8 +246,9 @@ class NetworkManager:
         nftables.ensure_forward_accepts([n.bridge for n in networks])
 
     async def reconcile(self, running: set[str]) -> None:
-        """After a crash: endpoints of containers that are not running are dropped, every
-        network's bridge exists, links of ours that no network knows are deleted."""
+        """After a crash: endpoints of containers not in `running` (those that exist) are
+        dropped, every network's bridge exists, links of ours no network knows are
+        deleted."""
         await trio.to_thread.run_sync(self._reconcile, running, limiter=_LIMIT)
 
     def _reconcile(self, running: set[str]) -> None:
