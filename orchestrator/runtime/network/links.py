@@ -37,8 +37,12 @@ def veth_name(container_id: str, network_id: str) -> str:
 
 
 def _index(ip: IPRoute, name: str) -> int | None:
-    found = ip.link_lookup(ifname=name)
-    return found[0] if found else None
+    """The link's index, by one netlink request (a lookup by name would dump them all)."""
+    try:
+        reply = ip.link("get", ifname=name)
+    except NetlinkError:
+        return None
+    return int(reply[0]["index"]) if reply else None
 
 
 def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 1500) -> None:
@@ -107,8 +111,7 @@ def attach(
         device = _index(inner, ifname)
         inner.addr("add", index=device, address=address, prefixlen=prefixlen)
         inner.link("set", index=device, state="up")
-        loopback = _index(inner, "lo")
-        inner.link("set", index=loopback, state="up")
+        inner.link("set", index=1, state="up")  # lo is always the first link of a namespace
         if gateway:
             inner.route("replace", dst="0.0.0.0/0", gateway=gateway)
 
@@ -116,7 +119,7 @@ def attach(
 def loopback_up(pid: int) -> None:
     """A container on no network still has a working `lo` (network_mode: none)."""
     with _in_netns(pid), IPRoute() as inner:
-        inner.link("set", index=_index(inner, "lo"), state="up")
+        inner.link("set", index=1, state="up")
 
 
 @contextlib.contextmanager

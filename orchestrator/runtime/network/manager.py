@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from orchestrator.runtime.images.store_files import write_atomic
 from orchestrator.runtime.network import links, nftables
 from orchestrator.runtime.network.dns_answer import DnsAnswerer
 from orchestrator.runtime.network.dns_server import DnsServer
@@ -225,8 +226,16 @@ class NetworkManager:
         with self.store.locked():
             self._sync_host()
 
-    def _sync_host(self) -> None:
-        """nftables, Docker's FORWARD accepts and DNS records, from the stored networks."""
+    def _sync_host(self, *, force: bool = False) -> None:
+        """nftables, Docker's FORWARD accepts and DNS records, from the stored networks.
+
+        Most changes (a container without published ports coming or going) leave
+        the ruleset as it was: what was last applied is kept beside the records
+        (`.applied`) with the kernel's ruleset generation after applying it, and
+        `nft` runs again only when the text differs or anything changed the
+        host's rules since (another engine, Docker) — one `nft` run is most of a
+        container's network setup time. `force` (an engine starting) applies.
+        """
         networks = self.store.list()
         endpoints = [e for n in networks for e in n.endpoints.values()]
         self.answerer.set_endpoints(endpoints)
@@ -235,15 +244,28 @@ class NetworkManager:
                 self.answerer.set_container_dns(endpoint.container_id, endpoint.dns)
             if endpoint.links:
                 self.answerer.set_container_links(endpoint.container_id, endpoint.links)
+        applied = self.store.root / ".applied"
         if not networks:
             nftables.remove_table()
             nftables.remove_forward_accepts()
+            applied.unlink(missing_ok=True)
             return
         ports = [p | {"network": e.network, "container_address": e.address,
                       "container_name": e.container_name}
                  for e in endpoints for p in e.ports]
-        nftables.apply_ruleset(render_ruleset([n.to_json() for n in networks], ports))
-        nftables.ensure_forward_accepts([n.bridge for n in networks])
+        ruleset = render_ruleset([n.to_json() for n in networks], ports)
+        bridges = sorted(n.bridge for n in networks)
+        state = ruleset + "\n# bridges: " + " ".join(bridges) + "\n"
+        try:
+            recorded = applied.read_text()
+        except OSError:
+            recorded = ""
+        generation = nftables.generation()
+        if not force and generation is not None and recorded == f"{state}# {generation}\n":
+            return
+        nftables.apply_ruleset(ruleset)
+        nftables.ensure_forward_accepts(bridges)
+        write_atomic(applied, f"{state}# {nftables.generation()}\n".encode(), self.store.root)
 
     async def reconcile(self, running: set[str]) -> None:
         """After a crash: endpoints of containers not in `running` (those that exist) are
@@ -268,7 +290,7 @@ class NetworkManager:
             for name in links.our_links():
                 if name not in known:
                     links.delete_link(name)
-            self._sync_host()
+            self._sync_host(force=True)
 
 
 def _port_json(port: PublishedPort) -> dict[str, Any]:

@@ -47,6 +47,22 @@ _REPLACE = f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
 _OUR_COMMENT = re.compile(rf'--comment "?{re.escape(COMMENT_PREFIX)}')
 
 
+def generation() -> int | None:
+    """The kernel's ruleset generation: it changes whenever any nftables ruleset on
+    the host changes (ours, Docker's iptables-nft rules, anyone's). Reading it is a
+    netlink round trip, far cheaper than running `nft`; None when it cannot be read."""
+    try:
+        from pyroute2.netlink import NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, nft_gen_msg
+        from pyroute2.nftables.main import NFTables
+
+        with NFTables() as socket:
+            reply = socket.request_get(nft_gen_msg(), NFT_MSG_GETGEN, NLM_F_REQUEST)
+        return int(reply[0].get_attr("NFTA_GEN_ID"))
+    except Exception:  # an old kernel or library: callers then simply apply every time
+        return None
+
+
 def apply_ruleset(text: str) -> None:
     """Replace `table ip stack` with `text` (a rendered table) in one transaction."""
     _nft(["-f", "-"], _REPLACE + text, doing="load the network ruleset")

@@ -65,7 +65,8 @@ def choose_host_ports(
 
     `taken_by_us` maps (protocol, host_ip, host_port) to the container holding it.
     """
-    host = listening_sockets()
+    wanted = list(wanted)
+    host = listening_sockets() if wanted else {}
     claimed: dict[tuple[str, str, int], str] = dict(taken_by_us)
     chosen = []
     for port in wanted:
