@@ -1,4 +1,4 @@
-"""`stack image …` and `stack images`: the local image store from the command line.
+"""`stack image …`: the local image store from the command line.
 
 Until the engine exists these commands open the store under the state root
 (`STACK_ROOT`, default /var/lib/stack) themselves; the store's own locks keep
@@ -25,7 +25,7 @@ def state_root() -> str:
 
 
 def run_image(args: argparse.Namespace) -> int:
-    verb = "ls" if args.command == "images" else args.image_command
+    verb = args.image_command
     with ImageStore(os.path.join(state_root(), "images"), in_use=_used_by_containers) as store:
         return _VERBS[verb](store, args)
 

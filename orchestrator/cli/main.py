@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .exec_parser import add_exec_commands
+from .lifecycle_parser import LIFECYCLE_COMMANDS, add_lifecycle_commands
 from .networks import add_network_commands
 from .stack_parser import add_stack_commands
 from .volumes import add_volume_commands
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_volume_commands(commands)
     add_network_commands(commands)
     add_stack_commands(commands)
+    add_exec_commands(commands)
+    add_lifecycle_commands(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
@@ -74,7 +78,6 @@ def _add_image_commands(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("-q", "--quiet", action="store_true", help="only image ids")
 
     listing(verbs.add_parser("ls", help="list images"))
-    listing(commands.add_parser("images", help="list images (same as `image ls`)"))
     load = verbs.add_parser("load", help="load images from a docker-archive or OCI layout")
     load.add_argument("-i", "--input", default="-", metavar="FILE",
                       help="archive file or OCI layout directory ('-': stdin)")
@@ -145,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .registry_commands import run_registry_command
 
             return run_registry_command(args)
-        if args.command in ("image", "images"):
+        if args.command in LIFECYCLE_COMMANDS:
+            from .lifecycle_commands import run_lifecycle
+
+            return run_lifecycle(args)
+        if args.command == "image":
             from .images import run_image
 
             return run_image(args)
@@ -157,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .networks import run_network
 
             return run_network(args)
+        if args.command in ("exec", "run"):
+            from .exec_commands import run_exec
+
+            return run_exec(args)
         if args.command in ("up", "down", "ps", "logs", "ls", "engine"):
             from .stack_commands import run_stack_command
 

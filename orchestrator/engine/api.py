@@ -7,6 +7,8 @@ from typing import Any
 
 import trio
 
+from orchestrator.engine.api_exec import add_exec_routes
+from orchestrator.engine.api_lifecycle import add_lifecycle_routes
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.http import HttpError, Request, Response, Router, Stream
 from orchestrator.engine.planner import UpOptions
@@ -38,6 +40,8 @@ def build_router(engine: Engine, stop: Callable[[], None]) -> Router:
         router.add("POST", f"/v1/containers/{{id}}/{verb}", getattr(api, f"container_{verb}"))
     router.add("GET", "/v1/events", api.events)
     router.add("POST", "/v1/engine/stop", api.stop_engine)
+    add_exec_routes(router, engine)
+    add_lifecycle_routes(router, engine)
     return router
 
 

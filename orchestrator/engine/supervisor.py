@@ -78,9 +78,10 @@ class Supervisor:
         """At engine start: watch what runs; restart what its policy wants running."""
         for container in self.engine.runtime.list():
             service = self._service_of(container.metadata)
+            oneoff = dict(container.spec.labels).get("com.docker.compose.oneoff") == "True"
             if container.state.status in ("running", "paused"):
                 self.watch(container.id)
-            elif service is not None and container.state.status == "exited":
+            elif service is not None and container.state.status == "exited" and not oneoff:
                 policy = RestartPolicy.parse(service)
                 decision = decide_on_engine_start(
                     policy, container.state.exit_code or 0, 0,
@@ -138,8 +139,10 @@ class Supervisor:
                               "name": container.name, "exit_code": state.exit_code})
                 watch.changed.set()
                 watch.changed = trio.Event()
-                if watch.container_id in self.stopped_by_user:
-                    return
+                oneoff = dict(container.spec.labels).get("com.docker.compose.oneoff") == "True"
+                if watch.container_id in self.stopped_by_user or oneoff:
+                    self.watches.pop(watch.container_id, None)
+                    return  # what the user stopped, and `run` containers, stay stopped
                 decision = decide(
                     RestartPolicy.parse(service), state.exit_code or 0, watch.restart_count,
                     False, time.time(), container.state.started_at,

@@ -54,7 +54,7 @@ def test_loaded_image_is_listed_and_inspectable(write, tmp_path: Path) -> None:
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout == "Loaded image: busybox:1.36\n"
 
-    listed = stack(tmp_path / "root", "images")
+    listed = stack(tmp_path / "root", "image", "ls")
     header, row = listed.stdout.splitlines()
     assert header.split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
     assert row.split()[:3] == ["busybox", "1.36", image.config_digest[7:19]]
@@ -102,7 +102,7 @@ def test_tag_rm_and_prune(tmp_path: Path) -> None:
     archive = write_docker_archive_oci(tmp_path / "bb.tar", [busybox_image(["busybox:latest"])])
     assert stack(root, "image", "load", "-i", str(archive)).returncode == 0
     assert stack(root, "image", "tag", "busybox", "registry.local/tools/bb:1").returncode == 0
-    names = {line.split()[0] for line in stack(root, "images").stdout.splitlines()[1:]}
+    names = {line.split()[0] for line in stack(root, "image", "ls").stdout.splitlines()[1:]}
     assert names == {"busybox", "registry.local/tools/bb"}
 
     assert stack(root, "image", "rm", "busybox").stdout == "Untagged: busybox:latest\n"

@@ -103,7 +103,7 @@ def test_stack_pull_follows_each_services_pull_policy(tmp_path: Path) -> None:
         target = {"STACK_ROOT": str(tmp_path / "dst")}
         pulled = run(target, "pull", "-q", cwd=project)
         assert pulled.returncode == 0, pulled.stderr
-        listed = run(target, "images").stdout
+        listed = run(target, "image", "ls").stdout
         assert "always" in listed and "missing" in listed and "never" not in listed
 
 

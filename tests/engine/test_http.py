@@ -669,6 +669,8 @@ def sample_router() -> Router:
             {"time": "2024-05-01T10:00:01.000000000Z", "stream": "stderr", "line": ""}),
         ("POST", "/v1/containers/{id}/wait"): answer({"exit_code": 3}),
         ("POST", "/v1/containers/{id}/exec"): echo_upgrade,
+        ("POST", "/v1/projects/{project}/run"): stream_of(
+            *PROGRESS, {"id": "3f2a9c1b" * 8, "name": "demo-web-run-0123456789ab"}),
         ("GET", "/v1/events"): stream_of(
             {"time": "2024-05-01T10:00:00.000000000Z", "type": "container",
              "action": "health_status", "id": "3f2a9c1b7d4e", "project": "demo",
@@ -677,6 +679,21 @@ def sample_router() -> Router:
     }
     for action in ("start", "stop", "restart", "kill", "pause", "unpause"):
         routes[("POST", f"/v1/containers/{{id}}/{action}")] = no_content
+    for action in ("start", "stop", "restart", "kill", "pause", "unpause", "remove"):
+        routes[("POST", f"/v1/projects/{{project}}/{action}")] = stream_of(*PROGRESS)
+    routes |= {
+        ("POST", "/v1/projects/{project}/wait"): stream_of(
+            {"id": "3f2a9c1b" * 8, "name": "demo-job-1", "service": "job", "exit_code": 3}),
+        ("GET", "/v1/projects/{project}/images"): answer([
+            {"container": "demo-web-1", "service": "web", "repository": "busybox",
+             "tag": "latest", "image_id": "sha256:" + "ab" * 32, "size": 4_260_000}]),
+        ("GET", "/v1/containers/{id}/top"): answer({
+            "titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+            "processes": [["root", "4242", "4230", "0", "10:00", "?", "00:00:00", "httpd -f"]]}),
+        ("GET", "/v1/containers/{id}/archive"): echo_upgrade,
+        ("PUT", "/v1/containers/{id}/archive"): echo_upgrade,
+        ("GET", "/v1/containers/{id}/archive/stat"): answer({"path": "/www", "kind": "directory"}),
+    }
     router = Router()
     for (method, pattern), handler in routes.items():
         router.add(method, pattern, handler)
@@ -722,6 +739,9 @@ async def test_answers_match_the_documented_schemas(nursery: trio.Nursery, tmp_p
             return 200, lines
         if pattern.endswith("/exec"):
             client.upgrade(method, target, {"cmd": ["sh"]}).close()
+            return 101, None
+        if pattern.endswith("/archive"):
+            client.upgrade(method, target, query={"path": "/www"}).close()
             return 101, None
         return client.request(method, target)
 

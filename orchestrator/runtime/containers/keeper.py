@@ -14,7 +14,8 @@ JSON object per line), fork, reap, and turn container output into timestamped
 log lines when inotify says the output files grew. Everything else — specs,
 signals, volumes — stays in the library, in the caller's process.
 
-Requests: {"op": "ping"}, {"op": "start", "id", "hold"}, {"op": "release", "id"},
+Requests: {"op": "ping"}, {"op": "start", "id", "hold", "stdio"} (+ stdio fds by
+SCM_RIGHTS when "stdio" is true), {"op": "release", "id"},
 {"op": "exec", "id", "process", "tty"} (+ stdio fds by SCM_RIGHTS),
 {"op": "wait", "id"}, {"op": "shutdown"}. Replies are JSON lines too.
 """
@@ -208,7 +209,8 @@ class Keeper:
         if op == "ping":
             self._reply(client, {"ok": True, "pid": os.getpid()})
         elif op == "start":
-            self._start(client, request["id"], bool(request.get("hold")))
+            self._start(client, request["id"], bool(request.get("hold")),
+                        attached=bool(request.get("stdio")))
         elif op == "release":
             self._release(client, request["id"])
         elif op == "exec":
@@ -239,7 +241,9 @@ class Keeper:
 
     # --- start ----------------------------------------------------------------------------
 
-    def _start(self, client: Client, container_id: str, hold: bool) -> None:
+    def _start(
+        self, client: Client, container_id: str, hold: bool, attached: bool = False
+    ) -> None:
         container = ContainerDir(self.root, container_id)
         if container_id in self.running:
             self._reply(client, {"error": "container is already running"})
@@ -248,7 +252,14 @@ class Keeper:
         cgroup = Cgroup.create(container_id, spec.resources)
         running = Running(container, cgroup=cgroup)
         try:
-            stdio = self._container_stdio(spec, running)
+            if attached:  # the client's pipes or terminal (`run` attached), not the log files
+                stdio, client.fds = tuple(client.fds[:3]), client.fds[3:]
+                if len(stdio) != 3:
+                    for fd in stdio:
+                        _close(fd)
+                    raise launcher.LaunchError("start with stdio needs three descriptors")
+            else:
+                stdio = self._container_stdio(spec, running)
         except BaseException:
             cgroup.remove()
             raise
@@ -325,7 +336,7 @@ class Keeper:
             if not self.init_binary:
                 raise launcher.LaunchError("init: true needs tini (Debian package tini)")
             process = _with_argv(process, (launcher.INIT_PATH, "--", *process.argv))
-        if process.tty:
+        if process.tty and len(stdio) == 1:  # not when a client gave its own terminal
             stdio = _open_terminal(stdio[0])
         _use_stdio(stdio, process.tty)
         path, argv = launcher.become_process(process)

@@ -174,12 +174,22 @@ class ContainerRuntime:
 
     # --- start, signals, stop -------------------------------------------------------------
 
-    async def start(self, name_or_id: str, *, hold: bool = False) -> int:
-        """Start the container; with `hold`, it waits before exec until `release`."""
+    async def start(
+        self, name_or_id: str, *, hold: bool = False, stdio: tuple[int, int, int] | None = None
+    ) -> int:
+        """Start the container; with `hold`, it waits before exec until `release`.
+
+        With `stdio`, its fds 0, 1 and 2 are these (a client attached to a one-off
+        container) instead of its log files; the keeper has its own copies once this
+        returns, so the caller closes its copies of the container's ends.
+        """
         container = self.get(name_or_id)
         if self._is_running(container.state):
             return container.state.pid
-        reply = await self.keeper.request({"op": "start", "id": container.id, "hold": hold})
+        request = {"op": "start", "id": container.id, "hold": hold}
+        if stdio is not None:
+            request["stdio"] = True
+        reply = await self.keeper.request(request, stdio or ())
         if "error" in reply:
             raise ContainerError(f"cannot start container {container.name}: {reply['error']}")
         return int(reply["pid"])
@@ -279,9 +289,15 @@ class ContainerRuntime:
     # --- exec -----------------------------------------------------------------------------
 
     async def exec(
-        self, name_or_id: str, process: ProcessSpec, stdio: tuple[int, int, int]
+        self, name_or_id: str, process: ProcessSpec, stdio: tuple[int, int, int],
+        *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> int:
-        """Run `process` inside the running container with the given stdio; its exit code."""
+        """Run `process` inside the running container with the given stdio; its exit code.
+
+        Under `nursery.start` it reports the process's pid as soon as it runs: the keeper
+        has its own copies of `stdio` then, and a caller that closes its copies sees its
+        pipes end when the process (and whatever inherited them) does.
+        """
         container = self.get(name_or_id)
         if not self._is_running(container.state):
             raise ContainerError(f"container {container.name} is not running")
@@ -296,6 +312,7 @@ class ContainerRuntime:
             reply = await connection.receive()
             if "error" in reply:
                 raise ContainerError(f"exec in {container.name} failed: {reply['error']}")
+            task_status.started(int(reply.get("pid") or 0))
             done = await connection.receive()
         return int(done["exit_code"])
 
