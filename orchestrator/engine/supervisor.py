@@ -9,6 +9,7 @@ around. What the user stops is marked, so no policy brings it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -85,7 +86,7 @@ class Supervisor:
                 policy = RestartPolicy.parse(service)
                 decision = decide_on_engine_start(
                     policy, container.state.exit_code or 0, 0,
-                    container.id in self.stopped_by_user,
+                    container.state.stopped_by_user or container.id in self.stopped_by_user,
                 )
                 if decision.restart:
                     await start_container(self.engine.runtime, self.engine.networks,
@@ -104,6 +105,8 @@ class Supervisor:
         if container_id in self.watches or self._nursery is None:
             return
         self.stopped_by_user.discard(container_id)
+        with contextlib.suppress(StackError, OSError):
+            self.engine.runtime.mark_stopped_by_user(container_id, False)
         watch = Watch(container_id)
         self.watches[container_id] = watch
         self._nursery.start_soon(self._supervise, watch)
@@ -111,6 +114,8 @@ class Supervisor:
     def unwatch(self, container_id: str, *, stopped_by_user: bool) -> None:
         if stopped_by_user:
             self.stopped_by_user.add(container_id)
+            with contextlib.suppress(StackError, OSError):
+                self.engine.runtime.mark_stopped_by_user(container_id, True)
         watch = self.watches.pop(container_id, None)
         if watch is not None:
             watch.scope.cancel()

@@ -203,3 +203,21 @@ def test_engine_killed_in_the_middle_of_up_then_up_converges_without_duplicates(
     assert all(c["state"] == "running" for c in containers)
     assert not [p for p in (container_root / "containers").iterdir()
                 if p.name.startswith((".new-", ".removing-"))]
+
+
+def test_unless_stopped_container_the_user_stopped_stays_stopped_across_an_engine_restart(
+    stack: Stack, tmp_path: Path, container_root: Path
+) -> None:
+    (tmp_path / "proj" / "compose.yaml").write_text("""
+services:
+  app:
+    image: busybox
+    command: sleep 600
+    restart: unless-stopped
+    stop_signal: SIGKILL
+""")
+    stack("up", "-d")
+    stack("stop", "app")
+    stack("engine", "stop")
+    containers = json.loads(stack("ps", "-a", "--format", "json").stdout)  # a new engine
+    assert [c["state"] for c in containers] == ["exited"]

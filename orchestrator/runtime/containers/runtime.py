@@ -275,6 +275,14 @@ class ContainerRuntime:
             raise ContainerError(f"container {container.name} is not running")
         return container, cgroup
 
+    def mark_stopped_by_user(self, name_or_id: str, stopped: bool) -> None:
+        """Remember (in the container's state) whether the user stopped it."""
+        folder = self._dir(self.resolve(name_or_id))
+        state = folder.read_state()
+        if state.stopped_by_user != stopped:
+            state.stopped_by_user = stopped
+            folder.write_state(state)
+
     def _set_status(self, container: Container, status: str) -> None:
         folder = self._dir(container.id)
         state = folder.read_state()

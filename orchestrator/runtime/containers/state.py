@@ -35,6 +35,7 @@ class ContainerState:
     started_at: float | None = None
     finished_at: float | None = None
     restart_count: int = 0
+    stopped_by_user: bool = False  # no restart policy brings it back, even after a reboot
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
