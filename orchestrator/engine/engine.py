@@ -280,7 +280,8 @@ class Engine:
 
 
 def _event(action: Action, status: str, message: str = "") -> dict[str, Any]:
-    event = {"kind": "progress", "action": action.kind, "change": action.change,
+    change = "Stop" if action.kind == "stop" else action.change  # before a Remove or Recreate
+    event = {"kind": "progress", "action": action.kind, "change": change,
              "resource": _resource(action), "status": status}
     if message:
         event["message"] = message

@@ -145,6 +145,8 @@ def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
     status, created = fetch("http://127.0.0.1:8082/api/notes", b'{"text": "from the test"}')
     assert status == 201 and json.loads(created)["text"] == "from the test"
     assert "<li>from the test</li>" in fetch("http://127.0.0.1:8082/")[1].decode()
+    by_hand = stack("run", "--rm", "migrate")
+    assert by_hand.stdout == "database at schema 2, 4 notes\n"
 
     before = containers(stack)
     assert before["notes-migrate-1"]["state"] == "exited"

@@ -184,7 +184,7 @@ class Keeper:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            data, ancillary = b"", []  # the client is gone: drop it below
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")

@@ -30,6 +30,7 @@ rules carry the comment `stack:<bridge>`; removal touches nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import shutil
@@ -115,7 +116,9 @@ def ensure_forward_accepts(bridges: Iterable[str]) -> str | None:
             if key in wanted:
                 have.add(key)
             else:
-                _iptables(["-D", *shlex.split(rule)[1:]])
+                # Someone (an engine of another state root) may have removed it already.
+                with contextlib.suppress(StackError):
+                    _iptables(["-D", *shlex.split(rule)[1:]])
     for chain, direction, bridge in sorted(wanted - have):
         comment = ["-m", "comment", "--comment", COMMENT_PREFIX + bridge]
         _iptables(["-I", chain, direction, bridge, *comment, "-j", "ACCEPT"])
