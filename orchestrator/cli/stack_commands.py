@@ -265,7 +265,9 @@ def _attach(client: EngineClient, project: str, *, abort: bool = False,
 def _ps(client: EngineClient, args: argparse.Namespace) -> int:
     name = _project_name(args)
     _, containers = client.request("GET", "/v1/containers",
-                                   query={"project": name, "all": args.all})
+                                   query={"project": name, "all": args.all or bool(args.status)})
+    if args.status:
+        containers = [c for c in containers if c["state"] in args.status]
     containers.sort(key=lambda c: (c["service"], c["number"]))
     if args.quiet:
         print("".join(f"{c['id']}\n" for c in containers), end="")
@@ -332,8 +334,13 @@ def _logs(client: EngineClient, args: argparse.Namespace) -> int:
     width = max((len(_prefix_name(c)) for c in containers), default=0)
     if args.follow and len(containers) > 1:
         return _attach(client, name)
+    from orchestrator.runtime.containers.log_format import parse_since
+
+    now = time.time()
+    since = parse_since(args.since, now) if args.since else None
+    until = parse_since(args.until, now, option="--until") if args.until else None
     for container in containers:
-        query = {"tail": tail, "follow": args.follow}
+        query = {"tail": tail, "follow": args.follow, "since": since, "until": until}
         for entry in client.stream("GET", f"/v1/containers/{container['id']}/logs",
                                    query=query):
             prefix = "" if args.no_log_prefix else f"{_prefix_name(container):<{width}}  | "

@@ -34,11 +34,18 @@ def add_stack_commands(commands: argparse._SubParsersAction) -> None:
     ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
     ps.add_argument("--services", action="store_true", help="only service names")
     ps.add_argument("--format", choices=("table", "json"), default="table")
+    ps.add_argument("--status", action="append", default=[],
+                    choices=("paused", "restarting", "removing", "running", "dead", "created",
+                             "exited"),
+                    help="only containers in this state (repeatable)")
     logs = commands.add_parser("logs", help="show the output of the stack's containers")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--tail", default="all")
     logs.add_argument("-t", "--timestamps", action="store_true")
     logs.add_argument("--no-log-prefix", action="store_true")
+    logs.add_argument("--since", help="only after: a time (RFC 3339, Unix) or a duration ago")
+    logs.add_argument("--until", help="only before: a time or a duration ago")
+    logs.add_argument("--no-color", action="store_true", help="no colors (the default here)")
     logs.add_argument("services", nargs="*", metavar="SERVICE")
     commands.add_parser("ls", help="list the stacks the engine runs")
     engine = commands.add_parser("engine", help="the stack engine (stackd)")

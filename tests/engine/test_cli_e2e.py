@@ -100,6 +100,10 @@ def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert stack("logs", "client").stdout == "client-1  | hi-from-web\n"
+    assert stack("logs", "--since", "10m", "client").stdout == "client-1  | hi-from-web\n"
+    assert stack("logs", "--until", "10m", "client").stdout == ""
+    assert stack("ps", "-q", "--status", "exited").stdout == ""
+    assert len(stack("ps", "-q", "--status", "running").stdout.split()) == 2
     assert "proj" in stack("ls").stdout
     down = stack("down")
     assert " Network proj_default  Removed" in down.stdout
