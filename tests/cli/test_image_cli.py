@@ -163,3 +163,14 @@ def test_rm_refuses_an_image_a_container_was_created_from(tmp_path: Path) -> Non
     assert stack(root, "image", "prune").returncode == 0
     assert any(name.startswith("layers/") for name in store_files(root))  # still needed
     shutil.rmtree(root / "containers" / container.id)
+
+
+def test_load_reads_an_archive_from_a_named_pipe(tmp_path: Path) -> None:
+    archive = write_docker_archive_oci(tmp_path / "bb.tar", [busybox_image(["busybox:fifo"])])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {archive} > {fifo}"])
+    loaded = stack(tmp_path / "root", "image", "load", "-i", str(fifo))
+    writer.wait(30)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == "Loaded image: busybox:fifo\n"

@@ -245,6 +245,9 @@ def open_members(source: Source, spool_dir: str | os.PathLike | None = None) -> 
         except OSError as exc:
             raise StackError(f"{path}: cannot open the archive ({exc.strerror})") from None
         label = str(path)
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # a FIFO, `<(…)`, a device
+            with file:
+                file = _spool(file, spool_dir)
     else:
         name = getattr(source, "name", None)
         label = name if isinstance(name, str) and not name.startswith("<") else "stdin"
