@@ -85,7 +85,7 @@ def _running_container(client: EngineClient, project: str, service: str,
 
 def _run(args: argparse.Namespace) -> int:
     from orchestrator.cli.stack_commands import _print_progress, connect
-    from orchestrator.engine.projects import secret_environment
+    from orchestrator.spec.environment import secret_environment
 
     stack = _load(args)
     if args.service not in stack.model["services"]:

@@ -107,7 +107,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _up(client: EngineClient, args: argparse.Namespace) -> int:
-    from orchestrator.engine.projects import secret_environment
+    from orchestrator.spec.environment import secret_environment
 
     stack = _load(args)
     scale = {}

@@ -4,9 +4,10 @@
 engine can keep converging after the CLI is gone, and a restarted engine
 knows what every stack should look like. `down` removes the record.
 
-Only what a container needs from the user's environment is stored: the
-values of the variables that `environment:`-sourced secrets and configs
-name, never the whole environment.
+Only what a container needs from the user's environment is stored (the CLI
+sends the variables `environment:`-sourced secrets and configs name, see
+`orchestrator.spec.environment.secret_environment`), never the whole
+environment.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,6 @@ class ProjectRecord:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def secret_environment(model: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables that `environment:`-sourced secrets and configs read, from `environ`."""
-    wanted = {
-        str(item["environment"])
-        for kind in ("secrets", "configs")
-        for item in (model.get(kind) or {}).values()
-        if isinstance(item, Mapping) and item.get("environment")
-    }
-    return {name: environ[name] for name in sorted(wanted) if name in environ}
 
 
 class ProjectStore:

@@ -110,3 +110,14 @@ def as_mapping(value: Any) -> dict | None:
         key, sep, text = str(item).partition("=")
         mapping[key] = text if sep else None
     return mapping
+
+
+def secret_environment(model: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that `environment:`-sourced secrets and configs read, from `environ`."""
+    wanted = {
+        str(item["environment"])
+        for kind in ("secrets", "configs")
+        for item in (model.get(kind) or {}).values()
+        if isinstance(item, Mapping) and item.get("environment")
+    }
+    return {name: environ[name] for name in sorted(wanted) if name in environ}

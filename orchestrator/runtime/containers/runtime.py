@@ -62,6 +62,7 @@ class ContainerRuntime:
         self.state_root = state_root
         self.root = state_root / "containers"
         self.keeper = KeeperClient(self.root)
+        self._configs: dict[str, tuple[str, LaunchSpec, dict[str, Any]]] = {}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -69,15 +70,23 @@ class ContainerRuntime:
         return ContainerDir(self.root, container_id)
 
     def get(self, name_or_id: str) -> Container:
-        container_id = self.resolve(name_or_id)
+        return self._load(self.resolve(name_or_id))
+
+    def _load(self, container_id: str) -> Container:
+        # config.json never changes once written: read and parse it once per process.
+        cached = self._configs.get(container_id)
         folder = self._dir(container_id)
-        config = folder.read_config()
-        return Container(
-            container_id, config["name"], LaunchSpec.from_json(config["spec"]),
-            folder.read_state(), config.get("metadata", {}),
-        )
+        if cached is None:
+            config = folder.read_config()
+            cached = (str(config["name"]), LaunchSpec.from_json(config["spec"]),
+                      dict(config.get("metadata", {})))
+            self._configs[container_id] = cached
+        name, spec, metadata = cached
+        return Container(container_id, name, spec, folder.read_state(), dict(metadata))
 
     def resolve(self, name_or_id: str) -> str:
+        if len(name_or_id) == 64 and (self.root / name_or_id / "config.json").exists():
+            return name_or_id
         ids = container_ids(self.root)
         if name_or_id in ids:
             return name_or_id
@@ -90,6 +99,9 @@ class ContainerRuntime:
         raise ContainerError(f"no such container: {name_or_id}")
 
     def _name_of(self, container_id: str) -> str:
+        cached = self._configs.get(container_id)
+        if cached is not None:
+            return cached[0]
         try:
             return str(self._dir(container_id).read_config()["name"])
         except (OSError, ValueError, KeyError):
@@ -97,9 +109,12 @@ class ContainerRuntime:
 
     def list(self) -> list[Container]:
         containers = []
-        for container_id in container_ids(self.root):
+        ids = container_ids(self.root)
+        for stale in set(self._configs) - set(ids):
+            del self._configs[stale]
+        for container_id in ids:
             try:
-                containers.append(self.get(container_id))
+                containers.append(self._load(container_id))
             except (OSError, ValueError, KeyError, ContainerError):
                 continue  # a folder half-created by a crash is not a container
         return containers
