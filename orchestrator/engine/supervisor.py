@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,7 +50,10 @@ class Supervisor:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Tell every `events()` reader; a reader too slow to keep up loses events."""
-        event = {"time": time.time(), **event}
+        from datetime import datetime
+
+        stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+        event = {"time": stamp.replace("+00:00", "Z"), **event}  # RFC 3339, as the API says
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
