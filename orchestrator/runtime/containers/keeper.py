@@ -33,7 +33,6 @@ import selectors
 import signal
 import socket
 import sys
-import termios
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -43,6 +42,14 @@ from typing import Any
 from orchestrator.runtime.containers import launcher, linux
 from orchestrator.runtime.containers.cgroups import Cgroup
 from orchestrator.runtime.containers.inotify import Inotify
+from orchestrator.runtime.containers.keeper_child import (
+    environment_of,
+    exec_child,
+    open_terminal,
+    run_child,
+    use_stdio,
+    with_argv,
+)
 from orchestrator.runtime.containers.launchspec import LaunchSpec, ProcessSpec
 from orchestrator.runtime.containers.logs import LogIngester
 from orchestrator.runtime.containers.state import (
@@ -269,7 +276,7 @@ class Keeper:
         if pid == 0:
             os.close(report_r)
             os.close(go_w)
-            _run_child(
+            run_child(
                 report_w,
                 lambda: self._launch_container(
                     spec, container, cgroup, stdio, report_w, go_r, hold
@@ -305,7 +312,7 @@ class Keeper:
         With a TTY that is one descriptor: the child's end of a channel. The terminal is
         opened in the container, from its own /dev/pts, so that it has a name there (`tty`
         prints /dev/pts/0, as with Docker); the child sends its master end back on the
-        channel (`_open_terminal`), and the keeper copies what it reads to `stdout.raw`.
+        channel (`open_terminal`), and the keeper copies what it reads to `stdout.raw`.
         """
         path = running.container.path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -335,16 +342,16 @@ class Keeper:
         if spec.init:
             if not self.init_binary:
                 raise launcher.LaunchError("init: true needs tini (Debian package tini)")
-            process = _with_argv(process, (launcher.INIT_PATH, "--", *process.argv))
+            process = with_argv(process, (launcher.INIT_PATH, "--", *process.argv))
         if process.tty and len(stdio) == 1:  # not when a client gave its own terminal
-            stdio = _open_terminal(stdio[0])
-        _use_stdio(stdio, process.tty)
+            stdio = open_terminal(stdio[0])
+        use_stdio(stdio, process.tty)
         path, argv = launcher.become_process(process)
         if hold:
             os.write(report, b"ready\n")
             if os.read(go, 1) != b"g":
                 os._exit(1)
-        os.execve(path, argv, _environment(process))
+        os.execve(path, argv, environment_of(process))
 
     def _read_launch(self, launch: Launch) -> None:
         try:
@@ -481,7 +488,7 @@ class Keeper:
         pid = os.fork()
         if pid == 0:
             os.close(report_r)
-            _run_child(report_w, lambda: _exec_child(running.pid, procs, process, stdio, report_w))
+            run_child(report_w, lambda: exec_child(running.pid, procs, process, stdio, report_w))
         self.intermediates[pid] = True
         for fd in (*stdio, report_w):
             _close(fd)
@@ -606,60 +613,6 @@ def _record_exit(container: ContainerDir, code: int, oom: bool, error: str) -> N
         container.write_state(state)
 
 
-# --- helpers that run in forked children -------------------------------------------------
-
-
-def _run_child(report: int, body: Any) -> None:
-    """Run `body` in a forked child; report a failure on the report pipe; never return."""
-    try:
-        body()
-        os._exit(0)
-    except launcher.LaunchError as error:
-        _report(report, str(error))
-    except OSError as error:
-        _report(report, str(error) if error.strerror else repr(error))
-    except BaseException as error:  # anything else is our bug: say so, still one line
-        _report(report, f"internal error: {type(error).__name__}: {error}")
-    os._exit(127)
-
-
-def _report(fd: int, message: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, ("error " + message.replace("\n", " ") + "\n").encode())
-
-
-def _exec_child(
-    target: int, procs: list[str], process: ProcessSpec, stdio: tuple[int, ...], report: int
-) -> None:
-    for path in procs:
-        with open(path, "w") as file:
-            file.write("0")
-    namespaces = []
-    for name in ("ipc", "uts", "net", "cgroup", "pid", "mnt"):
-        path = f"/proc/{target}/ns/{name}"
-        if os.readlink(path) != os.readlink(f"/proc/self/ns/{name}"):
-            namespaces.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-    for fd in namespaces:
-        linux.setns(fd)
-        os.close(fd)
-    pid = os.fork()
-    if pid:
-        os.write(report, f"pid {pid}\n".encode())
-        os._exit(0)
-    _use_stdio(stdio, process.tty)
-    path, argv = launcher.become_process(process)
-    os.execve(path, argv, _environment(process))
-
-
-def _open_terminal(channel: int) -> tuple[int, int, int]:
-    """In the container, its /dev built: a terminal of its own; the master goes to the keeper."""
-    master, slave = os.openpty()
-    with socket.socket(fileno=channel) as sock:
-        socket.send_fds(sock, [b"t"], [master])
-    os.close(master)
-    return slave, slave, slave
-
-
 def _receive_terminal(channel: socket.socket) -> int:
     """The master the child sent before it reported (so it waits here already); -1 if not."""
     try:
@@ -672,27 +625,6 @@ def _receive_terminal(channel: socket.socket) -> int:
         print("a TTY container started without sending its terminal", file=sys.stderr)
         return -1
     return fds[0]
-
-
-def _use_stdio(stdio: tuple[int, ...], tty: bool) -> None:
-    if tty:
-        os.setsid()
-        fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
-    for target, fd in enumerate(stdio):
-        os.dup2(fd, target, inheritable=True)
-
-
-def _environment(process: ProcessSpec) -> dict[bytes, bytes]:
-    environment: dict[bytes, bytes] = {}
-    for entry in process.env:
-        key, _, value = entry.partition("=")
-        environment[os.fsencode(key)] = os.fsencode(value)
-    return environment
-
-
-def _with_argv(process: ProcessSpec, argv: tuple[str, ...]) -> ProcessSpec:
-    fields = process.__dict__ | {"argv": argv}
-    return ProcessSpec(**fields)
 
 
 def _process_fields(document: dict[str, Any]) -> dict[str, Any]:
