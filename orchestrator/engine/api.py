@@ -9,6 +9,7 @@ import trio
 
 from orchestrator.engine.api_exec import add_exec_routes
 from orchestrator.engine.api_lifecycle import add_lifecycle_routes
+from orchestrator.engine.api_progress import check_model, progress_stream
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.http import HttpError, Request, Response, Router, Stream
 from orchestrator.engine.planner import UpOptions
@@ -75,7 +76,7 @@ class Api:
         )
         project = request.params["project"]
         options = _check(body.get("options") or {}, _UP_OPTIONS)
-        _check_model(body["model"])
+        check_model(body["model"])
         record = ProjectRecord(project, body["model"], body["config_hashes"],
                                body["working_dir"], dict(body.get("environment") or {}))
         up = UpOptions(
@@ -89,7 +90,7 @@ class Api:
         services = tuple(str(s) for s in options.get("services") or ())
         dry_run = bool(options.get("dry_run"))
         self.engine.plan(record, up, services)  # a bad request fails now, as an HTTP error
-        return Stream(self._progress(
+        return Stream(progress_stream(
             lambda emit: self.engine.up(record, up, emit, services=services, dry_run=dry_run)
         ))
 
@@ -97,30 +98,10 @@ class Api:
         body = request.json_object({"remove_orphans": bool, "volumes": bool, "rmi": str,
                                     "timeout": int, "model": dict})
         project = request.params["project"]
-        return Stream(self._progress(lambda emit: self.engine.down(
+        return Stream(progress_stream(lambda emit: self.engine.down(
             project, emit, remove_orphans=bool(body.get("remove_orphans")),
             volumes=bool(body.get("volumes")), timeout=body.get("timeout"),
         )))
-
-    async def _progress(self, operation: Callable[[Any], Any]) -> AsyncIterator[dict[str, Any]]:
-        """Run `operation` in the background, yielding its events as they come."""
-        send, receive = trio.open_memory_channel[dict[str, Any]](256)
-
-        async def emit(event: dict[str, Any]) -> None:
-            await send.send(_progress_line(event))
-
-        async def run() -> None:
-            async with send:
-                try:
-                    await operation(emit)
-                except StackError as error:
-                    await send.send({"error": str(error)})
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            async with receive:
-                async for event in receive:
-                    yield event
 
     async def containers(self, request: Request) -> Response:
         project = request.query_str("project")
@@ -259,22 +240,6 @@ def _check(options: dict[str, Any], fields: dict[str, type]) -> dict[str, Any]:
     return options
 
 
-def _check_model(model: dict[str, Any]) -> None:
-    """A model from the API is checked against the stack schema like a file is: a
-    client other than our CLI may send anything."""
-    import copy
-
-    from orchestrator.spec.errors import SourceMap
-    from orchestrator.spec.schema import validate_schema
-
-    try:
-        validate_schema(copy.deepcopy(model), SourceMap("model"))
-    except StackError as error:
-        raise HttpError(400, f"invalid model: {error}") from None
-    if not isinstance(model.get("services"), dict) or not model["services"]:
-        raise HttpError(400, "invalid model: no services")
-
-
 def _float(text: str | None) -> float | None:
     if text is None:
         return None
@@ -282,20 +247,3 @@ def _float(text: str | None) -> float | None:
         return float(text)
     except ValueError:
         raise HttpError(400, f"expected a Unix time, got {text!r}") from None
-
-
-def _progress_line(event: dict[str, Any]) -> dict[str, Any]:
-    """An engine event as the API's ProgressEvent."""
-    kind = event.get("kind")
-    if kind == "warning":
-        return {"resource": "", "action": "warn", "status": "warning",
-                "message": event["message"]}
-    if kind == "plan":
-        return {"resource": "", "action": "plan", "status": "planned",
-                "message": event["message"]}
-    status = event.get("status", "done")
-    line = {"resource": event["resource"], "action": event.get("change") or event["action"],
-            "status": "error" if status == "skipped" else status}
-    if event.get("message"):
-        line["message"] = event["message"]
-    return line

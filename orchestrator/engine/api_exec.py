@@ -12,7 +12,6 @@ that cannot run exits 126 or 127, as with Docker).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import trio
 
 from orchestrator.engine import oneoff
+from orchestrator.engine.api_progress import check_model, progress_line
 from orchestrator.engine.attach import FrameSender, ProcessEnds, close_fds, open_stdio, relay
 from orchestrator.engine.attach_frames import PROGRESS, json_frame
 from orchestrator.engine.engine import Engine
@@ -173,7 +173,7 @@ class ExecRoutes:
         body = request.json_object(_RUN_FIELDS,
                                    required=("model", "config_hashes", "working_dir", "service"))
         project = request.params["project"]
-        _check_model(body["model"])
+        check_model(body["model"])
         record = ProjectRecord(project, body["model"], dict(body["config_hashes"]),
                                body["working_dir"], dict(body.get("environment") or {}))
         service = body["service"]
@@ -326,29 +326,3 @@ def _size(body: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(rows, int) or not isinstance(cols, int) or rows < 1 or cols < 1:
         raise HttpError(400, "rows and cols: expected two positive integers")
     return rows, cols
-
-
-def _check_model(model: dict[str, Any]) -> None:
-    """A model from the API is checked against the stack schema, as `apply` checks it."""
-    from orchestrator.spec.errors import SourceMap
-    from orchestrator.spec.schema import validate_schema
-
-    try:
-        validate_schema(copy.deepcopy(model), SourceMap("model"))
-    except StackError as error:
-        raise HttpError(400, f"invalid model: {error}") from None
-    if not isinstance(model.get("services"), dict) or not model["services"]:
-        raise HttpError(400, "invalid model: no services")
-
-
-def progress_line(event: dict[str, Any]) -> dict[str, Any]:
-    """An engine event as the API's ProgressEvent (the shape `up` streams)."""
-    if event.get("kind") == "warning":
-        return {"resource": "", "action": "warn", "status": "warning",
-                "message": event["message"]}
-    status = event.get("status", "done")
-    line = {"resource": event["resource"], "action": event.get("change") or event["action"],
-            "status": "error" if status == "skipped" else status}
-    if event.get("message"):
-        line["message"] = event["message"]
-    return line

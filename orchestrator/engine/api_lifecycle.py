@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from orchestrator.engine.api_progress import progress_stream
 from orchestrator.engine.container_copy import ContainerCopy
 from orchestrator.engine.http import HttpError, Request, Response, Router, Stream, Upgrade
 from orchestrator.engine.lifecycle import Emit, Lifecycle
@@ -74,7 +75,7 @@ class LifecycleApi:
                 async with self.engine.lock(project):
                     return await operation(emit)
 
-            return Stream(_progress(locked))
+            return Stream(progress_stream(locked))
 
         return handle
 
@@ -112,7 +113,7 @@ class LifecycleApi:
                    if c.state.status in ("running", "paused")]
         if not running:
             raise HttpError(404, f"no running containers in project {project}")
-        return Stream(_progress(lambda emit: self.lifecycle.wait(running, emit)))
+        return Stream(progress_stream(lambda emit: self.lifecycle.wait(running, emit)))
 
     async def images(self, request: Request) -> Response:
         project = request.params["project"]
@@ -198,31 +199,6 @@ def _strings(body: dict[str, Any], field: str) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in values):
         raise HttpError(400, f"request body: field {field!r} must be a list of strings")
     return tuple(values)
-
-
-def _progress(operation: Operation) -> AsyncIterator[dict[str, Any]]:
-    """Run `operation` in the background, yielding what it emits as it comes."""
-
-    async def lines() -> AsyncIterator[dict[str, Any]]:
-        send, receive = trio.open_memory_channel[dict[str, Any]](256)
-
-        async def emit(event: dict[str, Any]) -> None:
-            await send.send(event)
-
-        async def run() -> None:
-            async with send:
-                try:
-                    await operation(emit)
-                except StackError as error:
-                    await send.send({"error": str(error)})
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            async with receive:
-                async for event in receive:
-                    yield event
-
-    return lines()
 
 
 def _process_table(container_id: str) -> list[list[str]]:
