@@ -701,8 +701,9 @@ def sample_router() -> Router:
 
 
 async def test_the_api_document_is_valid_openapi() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
-    validator.validate(ApiDocument().document)
+    import openapi_spec_validator
+
+    openapi_spec_validator.validate(ApiDocument().document)
 
 
 async def test_every_documented_operation_has_a_handler_and_no_more() -> None:
