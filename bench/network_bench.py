@@ -9,9 +9,10 @@ takes subnets from STACK_ADDRESS_POOLS (10.213.0.0/16:24 unless set). Our
 part runs in a network namespace of its own, made at start (with a mount
 namespace, as `ip netns exec` makes one): the same kernel paths, but its
 bridges, nftables table, iptables chains and sysctls are private, so an
-engine at work on this host or a test run (both rebuild `table ip stack`
-from their own state) neither disturbs it nor is disturbed, and the host's
-settings stay as they were. A veth there holds "the host's own address".
+engine at work on this host or a test run (each rebuilds its own table from
+its own state, and sets host-wide sysctls) neither disturbs it nor is
+disturbed, and the host's settings stay as they were. A veth there holds
+"the host's own address".
 It prints:
 - DNS: a container on the host's userland (`x-stack: {rootfs: /}`) sends
   --lookups queries for a service name, one at a time, to the nameserver of
@@ -170,9 +171,9 @@ class TimedNetworkManager(NetworkManager):
         with self.timed("release"):
             super().release_now(container_id)
 
-    def _sync_host(self) -> None:
+    def _sync_host(self, *, force: bool = False) -> None:
         with self.timed("host rules"):
-            super()._sync_host()
+            super()._sync_host(force=force)
 
 
 class NetworkBench:
@@ -364,8 +365,8 @@ def left_behind(root: Path) -> list[str]:
         time.sleep(0.05)
     found += [f"keeper process {pid}" for pid in keepers]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    if "table ip stack" in tables.splitlines():
-        found.append("table ip stack")
+    # The namespace is the bench's own: any table of a stack engine here is a leak.
+    found += [t for t in tables.splitlines() if t.split("_")[0] == "table ip stack"]
     return found + links.our_links()
 
 

@@ -5,7 +5,8 @@ One state root and one keeper serve the whole session (starting a keeper is
 the slowest part of a container's first start). After every test each
 container is removed; at the end the keeper is stopped, and the session fails
 if anything of ours is left: a process in our cgroups, a cgroup, a container
-folder.
+folder, a link or nftables table of any state root the session made (other
+sessions' and engines' roots may have theirs on the host meanwhile).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 from support.containers import ServiceRunner, remove_cgroup_parent
+from support.host_network import session_leftovers
 from support.images import busybox_image, write_docker_archive_classic
 
 from orchestrator.runtime.containers.runtime import ContainerRuntime
@@ -26,6 +28,13 @@ from orchestrator.runtime.images.store import ImageStore
 # This session's containers get their cgroups under a parent of its own, so the
 # leak check below sees exactly them, whatever else runs on the machine.
 os.environ["STACK_CGROUP_PARENT"] = f"stack/test-{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    if os.geteuid() == 0:
+        assert session_leftovers(tmp_path_factory.getbasetemp()) == {}, "host links left behind"
 
 
 @pytest.fixture(scope="session")

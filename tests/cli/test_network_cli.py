@@ -2,9 +2,9 @@
 
 Explicit subnets come from 10.211.0.0/16 and automatic ones from the pool
 10.212.0.0/16, clear of other tests that create networks at the same time.
-After every test its networks are gone, and with them their bridges and our
-nftables table. Other tests may hold bridges of their own meanwhile (the table
-is shared by the host): then the table must just no longer name our ranges.
+After every test its networks are gone, and with them their bridges and the
+nftables table of its state root (other state roots' tables and bridges, of
+tests running meanwhile, are theirs).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from support.host_network import root_leftovers
 
 from orchestrator.cli.main import main
 from orchestrator.runtime.network.manager import Attachment, NetworkManager
+from orchestrator.runtime.network.owner import Owner
 
 CONTAINER_ID = "c0ffee" + "0" * 58
 OUR_RANGES = (IPv4Network("10.211.0.0/16"), IPv4Network("10.212.0.0/16"))
@@ -40,16 +42,13 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     finally:
         bridges = remove_every_network(state)
         assert [b for b in bridges if b in host_links()] == [], "bridges left behind"
-    assert_no_trace_of_our_networks()
+    assert_no_trace_of_our_networks(state)
 
 
-def assert_no_trace_of_our_networks() -> None:
+def assert_no_trace_of_our_networks(state: Path) -> None:
     assert [(link, address) for link, address in host_addresses()
             if any(address in subnet for subnet in OUR_RANGES)] == []
-    if not any(link.startswith("stk-") for link in host_links()):
-        assert "table ip stack" not in nft_tables()
-    else:  # another test's networks: the table is theirs now
-        assert not re.search(r"\b10\.21[12]\.", stack_table())
+    assert root_leftovers(state) == []
 
 
 def remove_every_network(state: Path) -> list[str]:
@@ -82,13 +81,9 @@ def bridge_addresses(bridge: str) -> list[str]:
     return re.findall(r"inet (\S+)", listing.stdout)
 
 
-def nft_tables() -> str:
-    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-
-
-def stack_table() -> str:
-    return subprocess.run(["nft", "list", "table", "ip", "stack"], capture_output=True,
-                          text=True).stdout
+def nft_tables() -> list[str]:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True,
+                          text=True).stdout.splitlines()
 
 
 def stack(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -112,7 +107,7 @@ def test_created_network_is_listed_and_inspected_like_docker(
                         "--internal", "web_net")
     bridge = f"stk-{network_id[:11]}"
     assert bridge_addresses(bridge) == ["10.211.1.254/24"]
-    assert "table ip stack" in nft_tables()
+    assert f"table ip {Owner.of(root).table}" in nft_tables()
 
     code, out, _ = stack(capsys, "ls")
     assert (code, out) == (0, "NETWORK ID     NAME      DRIVER    SCOPE\n"
@@ -143,7 +138,7 @@ def test_created_network_is_listed_and_inspected_like_docker(
     assert stack(capsys, "rm", "web_net") == (0, "web_net\n", "")
     assert bridge not in host_links()
     assert stack(capsys, "ls", "-q")[1] == ""
-    assert_no_trace_of_our_networks()  # the table went with the last network
+    assert_no_trace_of_our_networks(root)  # the table went with the last network
 
 
 def test_networks_without_a_subnet_get_one_from_the_address_pools(
@@ -215,7 +210,7 @@ def test_prune_removes_every_unused_network_and_its_bridge(
     assert all(f"stk-{i[:11]}" in host_links() for i in ids)
     assert stack(capsys, "prune", "--force") == (0, "Deleted Networks:\nalpha\nbeta\n\n", "")
     assert not any(f"stk-{i[:11]}" in host_links() for i in ids)
-    assert_no_trace_of_our_networks()
+    assert_no_trace_of_our_networks(root)
     assert stack(capsys, "prune", "-f") == (0, "", "")
 
 

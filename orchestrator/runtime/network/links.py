@@ -8,7 +8,10 @@ opens its socket there and returns to the host's namespace — far cheaper than
 a helper process per container.
 
 Names are ours and recognizable (ARCHITECTURE, "Naming on the host"):
-bridges `stk-<id>`, host-side veths `vstk<id>`; nothing else is ever deleted.
+bridges `stk-<id>`, host-side veths `vstk<id>`. A name says only that some
+engine made the link; its alias says which state root did (`owner.py`), and
+a link is deleted only when that alias is ours — or, for a link made before
+links carried one, when our own records name it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from orchestrator.runtime.containers import linux
+from orchestrator.runtime.network.owner import MARK_PREFIX, Owner
 from orchestrator.spec.errors import StackError
 
 BRIDGE_PREFIX = "stk-"
@@ -38,18 +42,49 @@ def veth_name(container_id: str, network_id: str) -> str:
 
 def _index(ip: IPRoute, name: str) -> int | None:
     """The link's index, by one netlink request (a lookup by name would dump them all)."""
+    found = _get(ip, name)
+    return found[0] if found else None
+
+
+def _get(ip: IPRoute, name: str) -> tuple[int, str] | None:
+    """The link's index and alias ("" without one), or None when there is no such link."""
     try:
         reply = ip.link("get", ifname=name)
     except NetlinkError:
         return None
-    return int(reply[0]["index"]) if reply else None
+    if not reply:
+        return None
+    return int(reply[0]["index"]), reply[0].get_attr("IFLA_IFALIAS") or ""
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 1500) -> None:
-    """Create the bridge with its gateway address, up; nothing if it is there already."""
+def is_ours(mark: str, owner: Owner, *, recorded: bool) -> bool:
+    """Whether a link with alias `mark` is `owner`'s: marked with its id, or unmarked
+    (made before links were marked, or a crash came between creating and marking)
+    and named in one of its records (`recorded`). Another root's mark is never ours."""
+    if mark == owner.link_alias:
+        return True
+    return recorded and not mark.startswith(MARK_PREFIX)
+
+
+def _refuse_foreign(name: str, mark: str, owner: Owner) -> None:
+    if mark.startswith(MARK_PREFIX) and mark != owner.link_alias:
+        raise StackError(
+            f"link {name} belongs to the engine of another state root ({mark})",
+            hint="remove the network there, or give this one another bridge name",
+        )
+
+
+def ensure_bridge(
+    name: str, gateway: str, prefixlen: int, mtu: int = 1500, *, owner: Owner
+) -> None:
+    """Create the bridge with its gateway address, up and marked as `owner`'s; an existing
+    one is repaired (a bridge of another state root is refused)."""
     with IPRoute() as ip:
-        index = _index(ip, name)
-        if index is None:
+        found = _get(ip, name)
+        if found is not None:
+            _refuse_foreign(name, found[1], owner)
+            index = found[0]
+        else:
             try:
                 ip.link("add", ifname=name, kind="bridge", mtu=mtu)
             except NetlinkError as error:
@@ -59,42 +94,69 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 1500) -> N
         addresses = {a.get_attr("IFA_ADDRESS") for a in ip.get_addr(index=index, family=2)}
         if gateway not in addresses:
             ip.addr("add", index=index, address=gateway, prefixlen=prefixlen)
-        ip.link("set", index=index, state="up")
+        # The kernel ignores an alias given with "add": it is set here, with "up".
+        ip.link("set", index=index, state="up", IFLA_IFALIAS=owner.link_alias)
     # Published ports answer on 127.0.0.1 by DNAT to the bridge: the kernel routes
     # loopback-sourced packets out of it only when told to.
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
 
 
-def delete_link(name: str, *, recorded: bool = False) -> None:
-    """Delete one of our links (bridge or veth); nothing if it is gone. A name without
-    our prefixes is deleted only when a network record of ours names it (`recorded`)."""
-    if not recorded and not name.startswith((BRIDGE_PREFIX, VETH_PREFIX)):
-        raise ValueError(f"refusing to delete {name}: not one of ours")
+def delete_link(name: str, owner: Owner, *, recorded: bool = False) -> bool:
+    """Delete the link `name` if it is `owner`'s (see `is_ours`; `recorded`: a record of
+    the owner names it); True when it was deleted. Nothing if it is gone or not ours."""
     with IPRoute() as ip:
-        index = _index(ip, name)
-        if index is not None:
-            with contextlib.suppress(NetlinkError):
-                ip.link("del", index=index)
+        found = _get(ip, name)
+        if found is None or not is_ours(found[1], owner, recorded=recorded):
+            return False
+        with contextlib.suppress(NetlinkError):
+            ip.link("del", index=found[0])
+        return True
+
+
+def mark(name: str, owner: Owner) -> None:
+    """Mark an unmarked link as `owner`'s (one its records name, made before marks)."""
+    with IPRoute() as ip:
+        found = _get(ip, name)
+        if found is not None and not found[1].startswith(MARK_PREFIX):
+            ip.link("set", index=found[0], IFLA_IFALIAS=owner.link_alias)
+
+
+def link_marks() -> dict[str, str]:
+    """Every link on the host, name -> alias ("" without one), in one netlink dump."""
+    with IPRoute() as ip:
+        return {
+            link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_IFALIAS") or ""
+            for link in ip.get_links()
+        }
+
+
+def owned_links(owner: Owner) -> list[str]:
+    """The links marked as `owner`'s, whatever their names."""
+    return sorted(name for name, mark in link_marks().items() if mark == owner.link_alias)
 
 
 def our_links() -> list[str]:
-    with IPRoute() as ip:
-        names = [link.get_attr("IFLA_IFNAME") for link in ip.get_links()]
-    return sorted(n for n in names if n.startswith((BRIDGE_PREFIX, VETH_PREFIX)))
+    """Every link named like ours, of any state root (a leak check after all engines)."""
+    return sorted(n for n in link_marks() if n.startswith((BRIDGE_PREFIX, VETH_PREFIX)))
 
 
 def attach(
     pid: int, *, bridge: str, host_veth: str, ifname: str, address: str, prefixlen: int,
-    gateway: str | None, mac: str | None = None, mtu: int = 1500,
+    gateway: str | None, owner: Owner, mac: str | None = None, mtu: int = 1500,
 ) -> None:
     """A veth from `bridge` into the network namespace of process `pid`, named `ifname`
-    there, with its address; the default route via `gateway` when given."""
+    there, with its address; the default route via `gateway` when given. The host end
+    is marked as `owner`'s."""
     with IPRoute() as ip:
         master = _index(ip, bridge)
         if master is None:
             raise StackError(f"bridge {bridge} does not exist")
-        if _index(ip, host_veth) is not None:
-            ip.link("del", ifname=host_veth)  # left by a crash: this container is new
+        stale = _get(ip, host_veth)
+        if stale is not None:
+            # Left by a crash (this container is new, the name is in its record), unless
+            # another state root's: its names come from other random ids, never replaced.
+            _refuse_foreign(host_veth, stale[1], owner)
+            ip.link("del", index=stale[0])
         peer = {"ifname": ifname, "net_ns_pid": pid, "mtu": mtu}
         if mac:
             peer["address"] = mac
@@ -103,7 +165,7 @@ def attach(
         except NetlinkError as error:
             raise StackError(f"cannot create {host_veth}: {error.args[-1]}") from None
         index = _index(ip, host_veth)
-        ip.link("set", index=index, master=master, state="up")
+        ip.link("set", index=index, master=master, state="up", IFLA_IFALIAS=owner.link_alias)
     # Hairpin: a container reaching its own published port through the host address
     # gets its packet back out of the port it came in by.
     _sysctl_path(f"/sys/class/net/{host_veth}/brport/hairpin_mode", "1")

@@ -11,6 +11,9 @@ The order of a container's life on its networks:
 After each change the nftables table and the DNS records are rebuilt from the
 stored state, whole: the same state always gives the same host.
 
+Engines of other state roots may share the host: what a manager makes carries
+its root's owner id (`owner.py`) and it changes or removes nothing else.
+
 Blocking work (netlink, `nft`, the store's lock) runs in worker threads.
 """
 
@@ -29,6 +32,7 @@ from orchestrator.runtime.network.dns_answer import DnsAnswerer
 from orchestrator.runtime.network.dns_server import DnsServer
 from orchestrator.runtime.network.ipam import AddressBook
 from orchestrator.runtime.network.nft_rules import render_ruleset
+from orchestrator.runtime.network.owner import Owner
 from orchestrator.runtime.network.ports import PublishedPort, choose_host_ports
 from orchestrator.runtime.network.store import Endpoint, Network, NetworkStore
 from orchestrator.spec.errors import StackError
@@ -66,6 +70,7 @@ class NetworkManager:
         dns: DnsServer | None = None,
     ):
         self.store = NetworkStore(state_root / "networks")
+        self.owner = Owner.of(state_root)
         self.answerer = answerer or DnsAnswerer()
         self.dns = dns  # serving on every network's gateway, when the caller runs one
 
@@ -93,7 +98,8 @@ class NetworkManager:
             if network is None:
                 network = self.store.plan(name, **options)
                 self.store.save(network)
-            links.ensure_bridge(network.bridge, network.gateway, network.prefixlen, network.mtu)
+            links.ensure_bridge(network.bridge, network.gateway, network.prefixlen, network.mtu,
+                                owner=self.owner)
             if not network.internal:
                 links.enable_forwarding()
             self._sync_host()
@@ -112,8 +118,7 @@ class NetworkManager:
                     f"network {network.name} has active endpoints ({users})",
                     hint="stop or remove those containers first",
                 )
-            # A bridge named through driver_opts is ours too: the record says so.
-            links.delete_link(network.bridge, recorded=True)
+            links.delete_link(network.bridge, self.owner, recorded=True)
             self.store.delete(network.name)
             self._sync_host()
 
@@ -193,7 +198,7 @@ class NetworkManager:
             links.attach(
                 pid, bridge=network.bridge, host_veth=endpoint.veth, ifname=f"eth{index}",
                 address=endpoint.address, prefixlen=network.prefixlen, gateway=gateway,
-                mac=endpoint.mac or None, mtu=network.mtu,
+                owner=self.owner, mac=endpoint.mac or None, mtu=network.mtu,
             )
 
     async def release(self, container_id: str) -> None:
@@ -201,12 +206,16 @@ class NetworkManager:
 
     def release_now(self, container_id: str) -> None:
         with self.store.locked():
+            released = False
             for network in self.store.list():
                 endpoint = network.endpoints.pop(container_id, None)
                 if endpoint is not None:
-                    links.delete_link(endpoint.veth)  # usually gone with its namespace
+                    # Usually gone with its namespace already.
+                    links.delete_link(endpoint.veth, self.owner, recorded=True)
                     self.store.save(network)
-            self._sync_host()
+                    released = True
+            if released:  # a container on no network (`network_mode: none`) changes nothing
+                self._sync_host()
 
     def _endpoints_of(self, container_id: str) -> list[tuple[Network, Endpoint]]:
         found = [(n, n.endpoints[container_id]) for n in self.store.list()
@@ -246,14 +255,14 @@ class NetworkManager:
                 self.answerer.set_container_links(endpoint.container_id, endpoint.links)
         applied = self.store.root / ".applied"
         if not networks:
-            nftables.remove_table()
-            nftables.remove_forward_accepts()
+            nftables.remove_table(self.owner.table)
+            nftables.remove_forward_accepts(self.owner)
             applied.unlink(missing_ok=True)
             return
         ports = [p | {"network": e.network, "container_address": e.address,
                       "container_name": e.container_name}
                  for e in endpoints for p in e.ports]
-        ruleset = render_ruleset([n.to_json() for n in networks], ports)
+        ruleset = render_ruleset([n.to_json() for n in networks], ports, table=self.owner.table)
         bridges = sorted(n.bridge for n in networks)
         state = ruleset + "\n# bridges: " + " ".join(bridges) + "\n"
         try:
@@ -263,33 +272,38 @@ class NetworkManager:
         generation = nftables.generation()
         if not force and generation is not None and recorded == f"{state}# {generation}\n":
             return
-        nftables.apply_ruleset(ruleset)
-        nftables.ensure_forward_accepts(bridges)
+        nftables.apply_ruleset(self.owner.table, ruleset)
+        nftables.ensure_forward_accepts(bridges, self.owner)
         write_atomic(applied, f"{state}# {nftables.generation()}\n".encode(), self.store.root)
 
     async def reconcile(self, running: set[str]) -> None:
         """After a crash: endpoints of containers not in `running` (those that exist) are
-        dropped, every network's bridge exists, links of ours no network knows are
-        deleted."""
+        dropped, every network's bridge exists, links of this root that no network
+        knows are deleted. Other roots' links, tables and rules are left alone."""
         await trio.to_thread.run_sync(self._reconcile, running, limiter=_LIMIT)
 
     def _reconcile(self, running: set[str]) -> None:
         with self.store.locked():
-            known = set()
+            known: set[str] = set()
+            recorded: set[str] = set()  # names our records give, kept or not
             for network in self.store.list():
+                recorded.update(e.veth for e in network.endpoints.values())
                 stale = [cid for cid in network.endpoints if cid not in running]
                 for container_id in stale:
                     del network.endpoints[container_id]
                 if stale:
                     self.store.save(network)
-                links.ensure_bridge(
-                    network.bridge, network.gateway, network.prefixlen, network.mtu
-                )
+                links.ensure_bridge(network.bridge, network.gateway, network.prefixlen,
+                                    network.mtu, owner=self.owner)
                 known.add(network.bridge)
                 known.update(e.veth for e in network.endpoints.values())
-            for name in links.our_links():
-                if name not in known:
-                    links.delete_link(name)
+            for name, mark in links.link_marks().items():
+                if name in known:
+                    if not mark:
+                        links.mark(name, self.owner)  # a veth made before links were marked
+                elif links.is_ours(mark, self.owner, recorded=name in recorded):
+                    links.delete_link(name, self.owner, recorded=name in recorded)
+            nftables.remove_legacy_table(known)
             self._sync_host(force=True)
 
 

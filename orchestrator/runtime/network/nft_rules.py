@@ -1,9 +1,11 @@
-"""Networks and published ports -> the text of our one nftables table, `table ip stack`.
+"""Networks and published ports -> the text of one state root's nftables table.
 
-Pure: no kernel, no subprocess. `nftables.apply_ruleset` loads the text in one
-transaction that deletes and redefines the table, so the ruleset is always
-rebuilt whole from state (the same state renders the same text, byte for byte:
-networks and ports are sorted).
+Pure: no kernel, no subprocess. Each state root has a table of its own,
+`table ip stack_<owner id>` (`owner.py`), holding only its networks and ports,
+so engines of different roots on one host never rewrite each other's rules.
+`nftables.apply_ruleset` loads the text in one transaction that deletes and
+redefines that table, so the ruleset is always rebuilt whole from state (the
+same state renders the same text, byte for byte: networks and ports are sorted).
 
 What the table does, the way Docker's bridge driver behaves, built our own way:
 
@@ -17,7 +19,9 @@ What the table does, the way Docker's bridge driver behaves, built our own way:
   bridge as both input and output); replies and published-port traffic may
   enter a bridge; anything else between two of our bridges is dropped
   (isolation); a non-internal network may go out; nothing else comes in. An
-  internal network's bridge talks only to itself.
+  internal network's bridge talks only to itself. Between the bridges of two
+  state roots, the receiving root's table drops ("nothing else reaches a
+  container"), so isolation holds across roots too.
 - input: an internal network reaches nothing on the host but the DNS server on
   its gateway address (port 53); replies to connections the host opened pass.
 - prerouting and output: published ports. For every local destination address
@@ -53,7 +57,7 @@ from typing import Any
 
 from orchestrator.spec.errors import StackError
 
-TABLE = "stack"
+LEGACY_TABLE = "stack"  # the one table every root shared before tables were per root
 FAMILY = "ip"
 DNS_PORT = 53
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -67,9 +71,9 @@ _COMMENT_MAX = 128  # nft refuses longer comments
 
 
 def render_ruleset(
-    networks: Iterable[Mapping[str, Any]], ports: Iterable[Mapping[str, Any]]
+    networks: Iterable[Mapping[str, Any]], ports: Iterable[Mapping[str, Any]], *, table: str
 ) -> str:
-    """The definition of `table ip stack` for these networks and published ports.
+    """The definition of `table ip <table>` for these networks and published ports.
 
     A network is read for `name`, `bridge`, `subnet`, `gateway`, `internal`; a
     published port for `network` (a network's name), `container_address`,
@@ -87,7 +91,7 @@ def render_ruleset(
         key=lambda p: (p.host_ip == "", p.host_ip, p.host_port, p.protocol),
     )
     parts = [
-        f"table {FAMILY} {TABLE} {{",
+        f"table {FAMILY} {table} {{",
         _bridge_set(nets),
         _chain("published_ports", None, [p.dnat_rule() for p in published]),
         _chain(

@@ -1,13 +1,15 @@
-"""Load our nftables table, remove it, and keep our bridges working beside Docker.
+"""Load a state root's nftables table, remove it, and keep its bridges working beside Docker.
 
 Everything here runs the `nft` and `iptables` tools and blocks for a few
 milliseconds: call it through `trio.to_thread.run_sync` from the engine.
 
-Replacing the table: `apply_ruleset` sends nft one batch,
+Each state root has its own table, `stack_<owner id>` (`owner.py`); nothing
+here touches another root's. Replacing a table: `apply_ruleset` sends nft
+one batch,
 
-    table ip stack          (declare it: a no-op when it exists, so the next line
-    delete table ip stack    can never fail on a first start)
-    table ip stack { ... }  (the new definition)
+    table ip T          (declare it: a no-op when it exists, so the next line
+    delete table ip T    can never fail on a first start)
+    table ip T { ... }  (the new definition)
 
 and the kernel commits a batch all at once or not at all. Packets see the old
 table or the new one, never none and never half of each; a rejected ruleset
@@ -24,28 +26,31 @@ own accepts cannot help; we add accept rules where Docker's tooling expects
 a user's rules, its DOCKER-USER chain (or FORWARD itself when something else
 set a DROP policy there), with the `iptables` command Docker itself uses, so
 they land in the same backend (nft or legacy) and `iptables -S` shows them
-beside Docker's. Docker keeps DOCKER-USER's rules across its restarts. Our
-rules carry the comment `stack:<bridge>`; removal touches nothing else.
+beside Docker's. Docker keeps DOCKER-USER's rules across its restarts. A
+root's rules carry the comment `stack:<owner id>:<bridge>`; removal touches
+nothing else (a rule of an older version, `stack:<bridge>`, only when its
+bridge is the root's own or gone from the host).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
-from orchestrator.runtime.network.nft_rules import FAMILY, TABLE
+from orchestrator.runtime.network.nft_rules import FAMILY, LEGACY_TABLE
+from orchestrator.runtime.network.owner import MARK_PREFIX, Owner
 from orchestrator.spec.errors import StackError
 
 DOCKER_USER = "DOCKER-USER"
 FORWARD = "FORWARD"
-COMMENT_PREFIX = "stack:"
 
-_REPLACE = f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
-_OUR_COMMENT = re.compile(rf'--comment "?{re.escape(COMMENT_PREFIX)}')
+_OUR_COMMENT = re.compile(rf'--comment "?{re.escape(MARK_PREFIX)}')
+_SET_ELEMENTS = re.compile(r"set bridges \{[^}]*?elements = \{([^}]*)\}", re.DOTALL)
 
 
 def generation() -> int | None:
@@ -64,32 +69,52 @@ def generation() -> int | None:
         return None
 
 
-def apply_ruleset(text: str) -> None:
-    """Replace `table ip stack` with `text` (a rendered table) in one transaction."""
-    _nft(["-f", "-"], _REPLACE + text, doing="load the network ruleset")
+def _replace(table: str) -> str:
+    return f"table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
 
 
-def remove_table() -> None:
-    """Remove our table; nothing happens when there is none."""
-    _nft(["-f", "-"], _REPLACE, doing="remove the network ruleset")
+def apply_ruleset(table: str, text: str) -> None:
+    """Replace `table ip <table>` with `text` (its rendering) in one transaction."""
+    _nft(["-f", "-"], _replace(table) + text, doing="load the network ruleset")
 
 
-def current_ruleset() -> str | None:
-    """The table as the kernel holds it (`nft list table ip stack`), None without one."""
+def remove_table(table: str) -> None:
+    """Remove the table; nothing happens when there is none."""
+    _nft(["-f", "-"], _replace(table), doing="remove the network ruleset")
+
+
+def current_ruleset(table: str) -> str | None:
+    """The table as the kernel holds it (`nft list table ip <table>`), None without one."""
     tables = _nft(["list", "tables", FAMILY], doing="list nftables tables")
-    if f"table {FAMILY} {TABLE}" not in tables.splitlines():
+    if f"table {FAMILY} {table}" not in tables.splitlines():
         return None
-    return _nft(["list", "table", FAMILY, TABLE], doing="list the network ruleset")
+    return _nft(["list", "table", FAMILY, table], doing="list the network ruleset")
 
 
-def ensure_forward_accepts(bridges: Iterable[str]) -> str | None:
-    """Make iptables' FORWARD let our bridges' traffic through, exactly for `bridges`.
+def remove_legacy_table(ours: Collection[str]) -> bool:
+    """Remove `table ip stack`, the table all roots shared before each had its own, when
+    it is provably ours to remove: every bridge it serves is one of `ours` or gone from
+    the host. An older engine of another root still using it keeps it. True if removed."""
+    text = current_ruleset(LEGACY_TABLE)
+    if text is None:
+        return False
+    found = _SET_ELEMENTS.search(text)
+    bridges = re.findall(r'"([^"]+)"', found.group(1)) if found else []
+    if any(b not in ours and os.path.exists(f"/sys/class/net/{b}") for b in bridges):
+        return False
+    remove_table(LEGACY_TABLE)
+    return True
+
+
+def ensure_forward_accepts(bridges: Iterable[str], owner: Owner) -> str | None:
+    """Make iptables' FORWARD let `owner`'s bridges' traffic through, exactly for `bridges`.
 
     Rules go into DOCKER-USER when that chain exists, else into FORWARD when
-    its policy is DROP, else nowhere (nothing there drops our traffic). Our
-    rules for bridges not listed, or in the other chain, are removed, so
-    calling this after every network change keeps them exact. Returns the
-    chain used, or None. Without an `iptables` command there is nothing to do.
+    its policy is DROP, else nowhere (nothing there drops our traffic). The
+    owner's rules for bridges not listed, or in the other chain, are removed,
+    so calling this after every network change keeps them exact; other roots'
+    rules are left alone. Returns the chain used, or None. Without an
+    `iptables` command there is nothing to do.
 
     A dockerd started after this call sets FORWARD's policy to DROP and
     creates DOCKER-USER: calling this again moves our rules there.
@@ -103,6 +128,7 @@ def ensure_forward_accepts(bridges: Iterable[str]) -> str | None:
         target = FORWARD
     else:
         target = None
+    bridges = set(bridges)
     wanted = set()
     if target is not None:
         for bridge in bridges:
@@ -110,34 +136,45 @@ def ensure_forward_accepts(bridges: Iterable[str]) -> str | None:
     have = set()
     for rules in chains.values():
         for rule in rules or []:
-            key = _our_rule_key(rule)
-            if key is None:
+            found = _stack_rule(rule)
+            if found is None:
                 continue
-            if key in wanted:
+            rule_owner, key = found
+            if rule_owner == owner.id and key in wanted:
                 have.add(key)
-            else:
-                # Someone (an engine of another state root) may have removed it already.
-                with contextlib.suppress(StackError):
-                    _iptables(["-D", *shlex.split(rule)[1:]])
+                continue
+            if rule_owner is None:
+                # An older version's rule names no owner: ours to replace when the
+                # bridge is ours, nobody's when the bridge is gone; else leave it.
+                if key[2] not in bridges and os.path.exists(f"/sys/class/net/{key[2]}"):
+                    continue
+            elif rule_owner != owner.id:
+                continue
+            # A concurrent call of the same root may have removed it already.
+            with contextlib.suppress(StackError):
+                _iptables(["-D", *shlex.split(rule)[1:]])
     for chain, direction, bridge in sorted(wanted - have):
-        comment = ["-m", "comment", "--comment", COMMENT_PREFIX + bridge]
+        comment = ["-m", "comment", "--comment", owner.rule_comment(bridge)]
         _iptables(["-I", chain, direction, bridge, *comment, "-j", "ACCEPT"])
     return target
 
 
-def remove_forward_accepts() -> None:
-    """Remove every iptables rule of ours, and only those."""
-    ensure_forward_accepts(())
+def remove_forward_accepts(owner: Owner) -> None:
+    """Remove every iptables rule of `owner`'s, and only those."""
+    ensure_forward_accepts((), owner)
 
 
-def _our_rule_key(rule: str) -> tuple[str, str, str] | None:
-    """(chain, "-i"|"-o", bridge) for one of our `iptables -S` lines, else None."""
+def _stack_rule(rule: str) -> tuple[str | None, tuple[str, str, str]] | None:
+    """For a stack engine's `iptables -S` line: its owner id (None for an older version's
+    rule, `stack:<bridge>`) and (chain, "-i"|"-o", bridge); None for any other line."""
     if not rule.startswith("-A ") or not _OUR_COMMENT.search(rule):
         return None
     words = shlex.split(rule)
+    comment = words[words.index("--comment") + 1][len(MARK_PREFIX):]
+    owner_id, _, _bridge = comment.rpartition(":")
     for direction in ("-i", "-o"):
         if direction in words:
-            return words[1], direction, words[words.index(direction) + 1]
+            return owner_id or None, (words[1], direction, words[words.index(direction) + 1])
     return None
 
 

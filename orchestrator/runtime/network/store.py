@@ -26,7 +26,7 @@ from typing import Any
 
 from orchestrator.runtime.images.store_files import write_atomic
 from orchestrator.runtime.network import ipam
-from orchestrator.runtime.network.links import BRIDGE_PREFIX, bridge_name
+from orchestrator.runtime.network.links import bridge_name
 from orchestrator.spec.errors import StackError
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -169,8 +169,10 @@ class NetworkStore:
             # Never adopt an interface we did not make: removing the network would delete it.
             raise StackError(f"network {name}: an interface named {bridge} exists already",
                              hint=f"choose another {BRIDGE_NAME_OPTION}")
-        routes = [r for r in ipam.read_host_routes() if not r.device.startswith(BRIDGE_PREFIX)
-                  and r.device not in {n.bridge for n in self.list()}]
+        # Our own networks are in `others`; a bridge of another state root's engine is
+        # a route like any other, whose subnet this root must not take.
+        routes = [r for r in ipam.read_host_routes()
+                  if r.device not in {n.bridge for n in self.list()}]
         addressing = ipam.choose_addressing(
             name, ipam_config, pools=ipam.configured_address_pools(environ or os.environ),
             others=others, host_routes=routes,

@@ -1,4 +1,4 @@
-"""The rendered `table ip stack`: what each network and published port turns into."""
+"""The rendered table of one state root: what each network and published port turns into."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from orchestrator.runtime.network.nft_rules import render_ruleset
+from orchestrator.runtime.network import nft_rules
 from orchestrator.spec.errors import StackError
 
 FRONT = {
@@ -50,6 +50,13 @@ DNS_LOOPBACK = {
 }
 
 
+TABLE = "stack_0123456789"  # a state root's table (owner.py)
+
+
+def render_ruleset(networks: list[dict], ports: list[dict]) -> str:
+    return nft_rules.render_ruleset(networks, ports, table=TABLE)
+
+
 def chain(text: str, name: str) -> list[str]:
     """The lines of one chain of the rendered table, stripped."""
     lines = text.splitlines()
@@ -58,9 +65,9 @@ def chain(text: str, name: str) -> list[str]:
     return [line.strip() for line in lines[start + 1 : end]]
 
 
-def test_table_is_our_one_table_with_every_hook() -> None:
+def test_table_is_the_named_table_with_every_hook() -> None:
     text = render_ruleset([FRONT], [])
-    assert text.startswith("table ip stack {\n")
+    assert text.startswith("table ip stack_0123456789 {\n")
     assert text.endswith("}\n")
     assert text.count("\ttable ") == 0 and text.count("table ") == 1
     assert chain(text, "prerouting")[0].startswith("type nat hook prerouting priority dstnat - 5;")
@@ -206,7 +213,7 @@ def test_port_on_an_unknown_network_is_an_engine_bug() -> None:
 )
 def test_rendered_ruleset_is_accepted_by_nft_check() -> None:
     text = render_ruleset([FRONT, BACK], [WEB_8080, DNS_LOOPBACK])
-    batch = "table ip stack\ndelete table ip stack\n" + text
+    batch = f"table ip {TABLE}\ndelete table ip {TABLE}\n" + text
     # --check only validates the batch in the kernel; it commits nothing.
     result = subprocess.run(
         ["nft", "--check", "-f", "-"], input=batch, capture_output=True, text=True, check=False

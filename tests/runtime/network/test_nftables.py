@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 from support.dockerd import running_dockerd
 
-from orchestrator.runtime.network.nft_rules import render_ruleset
+from orchestrator.runtime.network import nft_rules
 from orchestrator.runtime.network.nftables import ensure_forward_accepts, remove_forward_accepts
+from orchestrator.runtime.network.owner import Owner
 
 if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("ip", "nft", "iptables")):
     pytest.skip("nftables tests need root, ip, nft and iptables", allow_module_level=True)
@@ -34,6 +35,12 @@ HOST = f"stktest-{TAG}-host"
 OUT = f"stktest-{TAG}-out"
 UPLINK = "198.51.100.1"  # the lab host's address on its uplink
 OUTSIDE = "198.51.100.2"
+OWNER = Owner(f"{os.getpid():010x}")  # this run's state root (unique on the machine too)
+NEIGHBOUR = Owner("abcdefabcd")  # another state root's engine on the same host
+TABLE = OWNER.table
+# Calls of nftables' functions, as call_nftables runs them in the lab.
+APPLY = f"apply_ruleset({TABLE!r}, sys.stdin.read())"
+CURRENT = f"current_ruleset({TABLE!r})"
 
 FRONT = {"name": "shop_front", "bridge": f"stk-{TAG}f", "subnet": "10.77.1.0/24",
          "gateway": "10.77.1.1", "internal": False}  # fmt: skip
@@ -50,6 +57,14 @@ CONTAINERS = {
     "c4": (SECRET, "10.77.3.2"),
     "c5": (SECRET, "10.77.3.3"),
 }
+
+
+def render_ruleset(networks: list[dict], ports: list[dict]) -> str:
+    return nft_rules.render_ruleset(networks, ports, table=TABLE)
+
+
+def accepts(bridges: list[str], owner: Owner = OWNER) -> str:
+    return f"ensure_forward_accepts({bridges!r}, {owner!r})"
 
 
 def published(container: str, host_port: int, protocol: str, host_ip: str = "") -> dict:
@@ -137,6 +152,7 @@ def call_nftables(ns: str, call: str, stdin: str = "") -> str:
     code = (
         "import sys\n"
         "from orchestrator.runtime.network import nftables\n"
+        "from orchestrator.runtime.network.owner import Owner\n"
         "from orchestrator.spec.errors import StackError\n"
         "try:\n"
         f"    result = nftables.{call}\n"
@@ -238,7 +254,7 @@ def lab() -> Iterator[dict[str, str]]:
         lab.serve(HOST, "host", 9000)
         lab.serve(HOST, "dns", 53)
         lab.serve(OUT, "out", 80)
-        call_nftables(HOST, "apply_ruleset(sys.stdin.read())", render_ruleset(NETWORKS, PORTS))
+        call_nftables(HOST, APPLY, render_ruleset(NETWORKS, PORTS))
         yield names
     finally:
         lab.close()
@@ -307,33 +323,33 @@ def test_internal_network_reaches_nothing_outside_it_but_dns(lab: dict[str, str]
 
 
 def test_remove_table_removes_it_and_may_be_repeated(bare_ns: str) -> None:
-    call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", render_ruleset(NETWORKS, PORTS))
-    assert call_nftables(bare_ns, "current_ruleset()").startswith("table ip stack {")
-    call_nftables(bare_ns, "remove_table()")
-    assert call_nftables(bare_ns, "current_ruleset() is None") == "True"
+    call_nftables(bare_ns, APPLY, render_ruleset(NETWORKS, PORTS))
+    assert call_nftables(bare_ns, CURRENT).startswith(f"table ip {TABLE} {{")
+    call_nftables(bare_ns, f"remove_table({TABLE!r})")
+    assert call_nftables(bare_ns, f"current_ruleset({TABLE!r}) is None") == "True"
     assert sh(*in_ns(bare_ns, "nft", "list", "tables")) == ""
-    assert call_nftables(bare_ns, "remove_table()") == ""
+    assert call_nftables(bare_ns, f"remove_table({TABLE!r})") == ""
 
 
 def test_reloading_the_same_state_gives_the_same_ruleset(bare_ns: str) -> None:
     text = render_ruleset(NETWORKS, PORTS)
-    call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", text)
-    first = call_nftables(bare_ns, "current_ruleset()")
-    call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", text)
-    assert call_nftables(bare_ns, "current_ruleset()") == first
+    call_nftables(bare_ns, APPLY, text)
+    first = call_nftables(bare_ns, CURRENT)
+    call_nftables(bare_ns, APPLY, text)
+    assert call_nftables(bare_ns, CURRENT) == first
     smaller = render_ruleset([FRONT], [])
-    call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", smaller)
-    assert SECRET["bridge"] not in call_nftables(bare_ns, "current_ruleset()")
+    call_nftables(bare_ns, APPLY, smaller)
+    assert SECRET["bridge"] not in call_nftables(bare_ns, CURRENT)
 
 
 def test_rejected_ruleset_is_an_error_and_keeps_the_previous_one(bare_ns: str) -> None:
-    call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", render_ruleset(NETWORKS, PORTS))
-    before = call_nftables(bare_ns, "current_ruleset()")
+    call_nftables(bare_ns, APPLY, render_ruleset(NETWORKS, PORTS))
+    before = call_nftables(bare_ns, CURRENT)
     broken = render_ruleset([FRONT], []).replace("masquerade", "masquerade-please", 1)
-    outcome = call_nftables(bare_ns, "apply_ruleset(sys.stdin.read())", broken)
+    outcome = call_nftables(bare_ns, APPLY, broken)
     assert outcome.startswith("StackError: cannot load the network ruleset: nft says")
     assert "\n" not in outcome
-    assert call_nftables(bare_ns, "current_ruleset()") == before
+    assert call_nftables(bare_ns, CURRENT) == before
 
 
 @pytest.fixture
@@ -365,35 +381,63 @@ def test_forward_drop_blocks_our_bridges_until_we_accept_in_docker_user(
     # br_netfilter passes even same-bridge frames through FORWARD: they die too.
     assert probe(lab["c1"], "10.77.1.3", 80).startswith("unreachable")
     bridges = [n["bridge"] for n in NETWORKS]
-    assert call_nftables(forward_drop, f"ensure_forward_accepts({bridges!r})") == "DOCKER-USER"
-    assert call_nftables(forward_drop, f"ensure_forward_accepts({bridges!r})") == "DOCKER-USER"
+    assert call_nftables(forward_drop, accepts(bridges)) == "DOCKER-USER"
+    assert call_nftables(forward_drop, accepts(bridges)) == "DOCKER-USER"
     rules = sh(*in_ns(forward_drop, "iptables", "-S", "DOCKER-USER")).splitlines()
     front = FRONT["bridge"]
-    assert f'-A DOCKER-USER -i {front} -m comment --comment "stack:{front}" -j ACCEPT' in rules
+    comment = f'"stack:{OWNER.id}:{front}"'
+    assert f"-A DOCKER-USER -i {front} -m comment --comment {comment} -j ACCEPT" in rules
     assert len([rule for rule in rules if "stack:" in rule]) == 6
     assert probe(lab["c1"], "10.77.1.3", 80) == "c2 saw 10.77.1.2"
     assert probe(lab["c1"], OUTSIDE, 80) == f"out saw {UPLINK}"
     assert probe(lab["out"], UPLINK, 8080) == f"c1 saw {OUTSIDE}"
     assert probe(lab["c3"], "10.77.1.2", 80).startswith("unreachable"), "still isolated"
-    call_nftables(forward_drop, "remove_forward_accepts()")
+    call_nftables(forward_drop, f"remove_forward_accepts({OWNER!r})")
     assert sh(*in_ns(forward_drop, "iptables", "-S")) == before
 
 
 def test_accepts_go_into_forward_when_only_its_policy_drops(forward_drop: str) -> None:
     before = sh(*in_ns(forward_drop, "iptables", "-S"))
     bridges = [n["bridge"] for n in NETWORKS]
-    assert call_nftables(forward_drop, f"ensure_forward_accepts({bridges!r})") == "FORWARD"
+    assert call_nftables(forward_drop, accepts(bridges)) == "FORWARD"
     assert sh(*in_ns(forward_drop, "iptables", "-S", "FORWARD")).count("stack:") == 6
-    only_front = f"ensure_forward_accepts({[FRONT['bridge']]!r})"
+    only_front = accepts([FRONT["bridge"]])
     assert call_nftables(forward_drop, only_front) == "FORWARD"
     forward = sh(*in_ns(forward_drop, "iptables", "-S", "FORWARD"))
     assert forward.count("stack:") == 2 and BACK["bridge"] not in forward
-    call_nftables(forward_drop, "remove_forward_accepts()")
+    call_nftables(forward_drop, f"remove_forward_accepts({OWNER!r})")
+    assert sh(*in_ns(forward_drop, "iptables", "-S")) == before
+
+
+def test_each_state_root_keeps_and_removes_only_its_own_accepts(
+    lab: dict[str, str], forward_drop: str
+) -> None:
+    docker_chains(forward_drop)
+    before = sh(*in_ns(forward_drop, "iptables", "-S"))
+    front, back, secret = (n["bridge"] for n in NETWORKS)
+    gone = f"stk-{TAG}g"  # no such bridge: an older engine's rule for it is nobody's now
+    for bridge in (secret, gone):  # rules of an older version, which named no owner
+        sh(*in_ns(forward_drop, "iptables", "-I", "DOCKER-USER", "-i", bridge, "-m", "comment",
+                  "--comment", f"stack:{bridge}", "-j", "ACCEPT"))
+    call_nftables(forward_drop, accepts([front]))
+    call_nftables(forward_drop, accepts([back], NEIGHBOUR))
+    call_nftables(forward_drop, accepts([front]))  # ours again: the neighbour's stay
+    assert probe(lab["c1"], "10.77.1.3", 80) == "c2 saw 10.77.1.2"
+    assert probe(lab["c3"], OUTSIDE, 80) == f"out saw {UPLINK}"
+    call_nftables(forward_drop, f"remove_forward_accepts({OWNER!r})")
+    rules = sh(*in_ns(forward_drop, "iptables", "-S", "DOCKER-USER"))
+    assert front not in rules and gone not in rules
+    assert rules.count(f"stack:{NEIGHBOUR.id}:{back}") == 2
+    assert f'"stack:{secret}"' in rules, "its bridge is there and not ours: not ours to remove"
+    assert probe(lab["c3"], OUTSIDE, 80) == f"out saw {UPLINK}", "the neighbour still works"
+    call_nftables(forward_drop, f"remove_forward_accepts({NEIGHBOUR!r})")
+    sh(*in_ns(forward_drop, "iptables", "-D", "DOCKER-USER", "-i", secret, "-m", "comment",
+              "--comment", f"stack:{secret}", "-j", "ACCEPT"))
     assert sh(*in_ns(forward_drop, "iptables", "-S")) == before
 
 
 def test_no_accepts_where_nothing_drops(bare_ns: str) -> None:
-    assert call_nftables(bare_ns, "ensure_forward_accepts(['stk-x'])") == ""
+    assert call_nftables(bare_ns, accepts(["stk-x"])) == ""
     assert sh(*in_ns(bare_ns, "nft", "list", "ruleset")) == "", "no iptables table created"
 
 
@@ -403,6 +447,14 @@ def test_no_accepts_where_nothing_drops(bare_ns: str) -> None:
 def dockerd() -> Iterator[None]:
     with running_dockerd():
         yield
+
+
+def rules_but_other_roots() -> list[str]:
+    """The machine's `iptables -S`, but for the rules of other state roots' engines (other
+    test sessions'), which may come and go meanwhile."""
+    ours = f"stack:{OWNER.id}:"
+    return [rule for rule in sh("iptables", "-S").splitlines()
+            if '--comment "stack:' not in rule or ours in rule]
 
 
 @pytest.mark.slow
@@ -419,19 +471,20 @@ def test_our_bridge_works_beside_a_running_dockerd(dockerd: None) -> None:
         add_bridge(None, network)
         one = plug(None, lab, "d1", network["bridge"], "10.77.9.2", "10.77.9.1")
         plug(None, lab, "d2", network["bridge"], "10.77.9.3", "10.77.9.1")
-        docker_rules = sh("iptables", "-S")
+        docker_rules = rules_but_other_roots()
         # The host reaching a container is output, not forward: Docker does not stop it.
         assert probe(None, "10.77.9.2", 80) == "d1 saw 10.77.9.1"
         # Two containers on one bridge are: br_netfilter sends their frames to FORWARD.
         assert probe(one, "10.77.9.3", 80).startswith("unreachable")
-        assert ensure_forward_accepts([network["bridge"]]) == "DOCKER-USER"
+        assert ensure_forward_accepts([network["bridge"]], OWNER) == "DOCKER-USER"
         assert probe(one, "10.77.9.3", 80) == "d2 saw 10.77.9.2"
-        remove_forward_accepts()
-        assert sh("iptables", "-S") == docker_rules, "Docker's rules are as they were"
+        remove_forward_accepts(OWNER)
+        assert rules_but_other_roots() == docker_rules, "Docker's rules are as they were"
     finally:
         for direction in ("-i", "-o"):  # ours only, should the test stop half-way
             sh("iptables", "-D", "DOCKER-USER", direction, network["bridge"], "-m", "comment",
-               "--comment", f"stack:{network['bridge']}", "-j", "ACCEPT", check=False)  # fmt: skip
+               "--comment", OWNER.rule_comment(network["bridge"]), "-j", "ACCEPT",
+               check=False)  # fmt: skip
         if forward_was_accept:
             sh("iptables", "-P", "FORWARD", "ACCEPT", check=False)
         lab.close()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import urllib.request
 
 import pytest
 import trio
 from support.containers import ServiceRunner
+from support.host_network import fetch, free_port, host_address
 
 from orchestrator.runtime.containers.state import container_ids
 from orchestrator.spec.errors import StackError
@@ -41,36 +40,6 @@ UDP_ECHO = """
                 data, peer = s.recvfrom(100)
                 s.sendto(b"echo:" + data, peer)
 """
-
-
-def host_address() -> str:
-    """An address of this host that is not loopback (no packet is sent to find it)."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
-                         capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        name, address = line.split()[1], line.split()[3].split("/")[0]
-        if not name.startswith(("stk-", "docker", "vstk")):
-            return address
-    pytest.skip("this host has no global IPv4 address")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def fetch(url: str) -> str:
-    def get() -> str:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read().decode()
-
-    with trio.fail_after(10):
-        while True:
-            try:
-                return await trio.to_thread.run_sync(get)
-            except OSError:
-                await trio.sleep(0.1)
 
 
 async def test_published_tcp_port_answers_on_loopback_and_host_address(
