@@ -38,6 +38,7 @@ from orchestrator.engine.projects import ProjectRecord
 from orchestrator.runtime.containers.launchspec import ProcessSpec
 from orchestrator.runtime.containers.runtime import Container
 from orchestrator.runtime.containers.userdb import resolve_user
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class ExecRoutes:
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         failure: StackError | None = None
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 try:
                     await nursery.start(self.engine.runtime.exec, container_id, process,
                                         (null, null, null))
@@ -150,7 +151,7 @@ class ExecRoutes:
 
         code: int | None = None
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 try:
                     await nursery.start(execute)
                 except StackError as error:
@@ -243,7 +244,7 @@ class ExecRoutes:
                                                   container.id)
                 await send.send({"id": container.id, "name": container.name})
 
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             nursery.start_soon(run)
             async with receive:
                 async for line in receive:

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from orchestrator.engine.http_routing import HttpError
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -64,7 +65,7 @@ async def progress_stream(
             except StackError as error:
                 await send.send({"error": str(error)})
 
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         nursery.start_soon(run)
         async with receive:
             async for event in receive:

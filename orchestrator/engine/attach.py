@@ -26,6 +26,7 @@ import trio
 from orchestrator.engine import raw_frames
 from orchestrator.engine.attach_frames import exit_frame, json_payload
 from orchestrator.engine.http import UpgradedStream
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ async def relay(
         ends.stdin, ends.outputs = -1, []  # the streams own them now
         try:
             with state.scope:
-                async with trio.open_nursery() as nursery:
+                async with open_nursery() as nursery:
                     nursery.start_soon(state.from_client)
                     async with trio.open_nursery() as copying:
                         for output, kind in outputs:

@@ -20,6 +20,7 @@ import trio
 
 from orchestrator.engine import raw_frames
 from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 Send = Callable[[bytes], Awaitable[None]]
@@ -72,7 +73,7 @@ class ContainerCopy:
                 for fd in (null, out_write, err_write):
                     os.close(fd)
 
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             nursery.start_soon(run)
             nursery.start_soon(_collect, err_read, errors)
             async with trio.lowlevel.FdStream(out_read) as archive:
@@ -100,7 +101,7 @@ class ContainerCopy:
                 os.close(in_read)
                 os.close(err_write)
 
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             nursery.start_soon(run)
             nursery.start_soon(_collect, err_read, errors)
             await _feed(stream, in_write)

@@ -20,6 +20,7 @@ import trio
 from orchestrator.engine.api import build_router
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.http import serve
+from orchestrator.runtime.nurseries import open_nursery
 
 DEFAULT_ROOT = "/var/lib/stack"
 DEFAULT_SOCKET = "/run/stack/stack.sock"
@@ -36,7 +37,7 @@ def socket_path() -> Path:
 async def run_engine(root: Path, socket: Path) -> None:
     engine = Engine(root)
     stopping = trio.Event()
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         await nursery.start(engine.run)
         server = await nursery.start(serve, socket, build_router(engine, stopping.set))
 

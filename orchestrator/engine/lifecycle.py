@@ -22,6 +22,7 @@ from orchestrator.engine.planner import Action, Condition
 from orchestrator.runtime.containers.launchspec import signal_number
 from orchestrator.runtime.containers.runtime import Container
 from orchestrator.runtime.containers.service_container import start_container
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class Lifecycle:
             await emit({"resource": resource, "action": verb, "status": "done"})
 
         for generation in self.generations(project, containers, reverse=reverse):
-            async with trio.open_nursery() as nursery:
+            async with open_nursery() as nursery:
                 for container in generation:
                     nursery.start_soon(one, container)
         return failures == 0
@@ -223,7 +224,7 @@ class Lifecycle:
                         "service": str(container.metadata.get("service", "")),
                         "exit_code": code})
 
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             for container in containers:
                 nursery.start_soon(one, container)
         return True

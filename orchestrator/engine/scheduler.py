@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 DEFAULT_CONCURRENCY = 8
@@ -82,7 +83,7 @@ async def run_plan(
         finally:
             done[action.id].set()
 
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         for action in actions:
             nursery.start_soon(one, action)
     return [outcomes[action.id] for action in actions]

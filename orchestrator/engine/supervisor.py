@@ -23,6 +23,7 @@ from orchestrator.engine.health import HealthState, healthcheck_of, run_healthch
 from orchestrator.engine.restart import RestartPolicy, decide, decide_on_engine_start
 from orchestrator.runtime.containers.service_container import start_container
 from orchestrator.runtime.images.image_config import parse_image_config
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class Supervisor:
             stdin = os.open("/dev/null", os.O_RDONLY)
             output = bytearray()
             async with trio.lowlevel.FdStream(read_end) as stream, \
-                    trio.open_nursery() as nursery:
+                    open_nursery() as nursery:
 
                 async def drain() -> None:
                     while chunk := await stream.receive_some():

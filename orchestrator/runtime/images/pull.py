@@ -66,6 +66,7 @@ from orchestrator.runtime.images.reference import (
 from orchestrator.runtime.images.registry import FetchedManifest, RegistryClient, load_credentials
 from orchestrator.runtime.images.registry.credentials import docker_config_path
 from orchestrator.runtime.images.store import ImageStore
+from orchestrator.runtime.nurseries import single_error
 from orchestrator.spec.errors import StackError
 
 WRITE_SIZE = 1 << 20
@@ -93,18 +94,6 @@ def registry_client(
     # None, not False: the session still honours STACK_INSECURE_REGISTRIES itself.
     insecure = True if is_insecure_allowed(domain, insecure_registries) else None
     return RegistryClient(domain, insecure=insecure, credentials=load_credentials(domain, path))
-
-
-def single_error(group: BaseExceptionGroup) -> BaseException:
-    """The error to report when several tasks of a nursery fail: the first StackError.
-
-    Parallel downloads from a registry that went away all fail at once; the
-    user needs one line, not one per layer.
-    """
-    errors = group.subgroup(lambda error: isinstance(error, StackError))
-    while errors is not None and isinstance(errors, BaseExceptionGroup):
-        errors = errors.exceptions[0]
-    return errors if errors is not None else group
 
 
 class Worker:

@@ -26,12 +26,13 @@ from orchestrator.runtime.images.progress import (
     ProgressSink,
     short_digest,
 )
-from orchestrator.runtime.images.pull import Worker, registry_client, single_error
+from orchestrator.runtime.images.pull import Worker, registry_client
 from orchestrator.runtime.images.records import ImageRecord
 from orchestrator.runtime.images.reference import Reference, familiar_name, parse_reference
 from orchestrator.runtime.images.registry import RegistryClient
 from orchestrator.runtime.images.store import ImageStore
 from orchestrator.runtime.images.store_files import corrupt_blob
+from orchestrator.runtime.nurseries import single_error
 from orchestrator.spec.errors import StackError
 
 READ_SIZE = 1 << 20

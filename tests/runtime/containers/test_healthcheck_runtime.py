@@ -11,6 +11,7 @@ from support.containers import ServiceRunner
 
 from orchestrator.engine.health import ExecProbe, HealthState, healthcheck_of, run_healthchecks
 from orchestrator.runtime.containers.runtime import Container
+from orchestrator.runtime.nurseries import open_nursery
 
 pytestmark = pytest.mark.trio
 
@@ -24,7 +25,7 @@ def exec_in(runner: ServiceRunner, container: Container) -> ExecProbe:
         read_end, write_end = os.pipe()
         stdin = os.open("/dev/null", os.O_RDONLY)
         output = bytearray()
-        async with trio.lowlevel.FdStream(read_end) as stream, trio.open_nursery() as nursery:
+        async with trio.lowlevel.FdStream(read_end) as stream, open_nursery() as nursery:
 
             async def drain() -> None:
                 while chunk := await stream.receive_some():
