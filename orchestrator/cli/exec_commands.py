@@ -158,7 +158,7 @@ def _volume(spec: str) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from orchestrator.cli.config import _load as load_stack
+    from orchestrator.cli.stack_loading import load_stack
 
     return load_stack(args)
 
@@ -199,6 +199,8 @@ def _attach(sock: socket.socket, *, tty: bool) -> int:
         code, error = session.run()
     except KeyboardInterrupt:  # without a TTY, Ctrl-C is ours: leaving ends the process
         code, error = EXIT_INTERRUPTED, ""
+    except OSError as failure:  # the engine went away mid-stream (stopped, or it failed)
+        code, error = 1, f"lost the stack engine's connection ({failure.strerror or failure})"
     finally:
         session.close()
     if error:
@@ -285,10 +287,10 @@ class _Session:
             from orchestrator.cli.stack_commands import _print_progress
 
             lines = io.StringIO()
-            with contextlib.redirect_stdout(lines):
-                _print_progress([json_payload(payload) or {}])
+            with contextlib.redirect_stderr(lines):
+                _print_progress([json_payload(payload) or {}], live=False)
             text = lines.getvalue()
-            # stdout is the command's; a raw terminal needs its carriage returns spelled out.
+            # A raw terminal needs its carriage returns spelled out.
             _write_all(sys.stderr.fileno(),
                        (text.replace("\n", "\r\n") if self.raw else text).encode())
 

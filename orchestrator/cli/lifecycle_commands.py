@@ -19,13 +19,8 @@ from orchestrator.cli.engine_client import EngineClient
 from orchestrator.spec.errors import StackError
 
 INTERRUPTED = 130
-_WORDS = {  # action -> (while working, once done), as compose prints them
-    "Start": ("Starting", "Started"), "Stop": ("Stopping", "Stopped"),
-    "Restart": ("Restarting", "Started"), "Kill": ("Killing", "Killed"),
-    "Pause": ("Pausing", "Paused"), "Unpause": ("Unpausing", "Unpaused"),
-    "Remove": ("Removing", "Removed"), "WaitHealthy": ("Waiting", "Healthy"),
-    "WaitCompleted": ("Waiting", "Exited"),
-}
+# `restart` says Started once done, as compose does (`up` says Restarted)
+_WORDS = {"Restart": ("Restarting", "Started")}
 _VERBS = {"start": "start", "stop": "stop", "restart": "restart", "kill": "kill",
           "pause": "pause", "unpause": "unpause"}
 
@@ -52,9 +47,9 @@ def run_lifecycle(args: argparse.Namespace) -> int:
 
 def _project(args: argparse.Namespace) -> tuple[str, set[str]]:
     """The project's name and its services, from the stack file; unknown services refused."""
-    from orchestrator.cli.config import _load
+    from orchestrator.cli.stack_loading import load_stack
 
-    stack = _load(args)
+    stack = load_stack(args)
     services = set(stack.model.get("services") or {})
     named = list(getattr(args, "services", None) or [])
     if getattr(args, "service", None):
@@ -79,19 +74,11 @@ def _verb(client: EngineClient, project: str, args: argparse.Namespace) -> int:
 
 
 def print_progress(events: Iterable[dict[str, Any]]) -> bool:
-    """` Container demo-web-1  Stopping`, then `Stopped`; False when a step failed."""
-    ok = True
-    for event in events:
-        working, done = _WORDS.get(event.get("action", ""), (event.get("action", ""),) * 2)
-        status = event.get("status")
-        word = {"working": working, "done": done}.get(status or "", "Error")
-        line = f" {event.get('resource', '')}  {word}"
-        if status == "error":
-            ok = False
-            if event.get("message"):
-                line += f"  {event['message']}"
-        print(line, flush=True)
-    return ok
+    """` Container demo-web-1  Stopping`, then `Stopped` (in the `--progress` mode);
+    False when a step failed."""
+    from orchestrator.cli.stack_progress import ProgressDisplay
+
+    return ProgressDisplay(words=_WORDS).show(events)
 
 
 def _remove(client: EngineClient, project: str, args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ ends in one line on stderr and exit code 1; a usage mistake exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .exec_parser import add_exec_commands
 from .lifecycle_parser import LIFECYCLE_COMMANDS, add_lifecycle_commands
@@ -18,14 +19,12 @@ from .networks import add_network_commands
 from .stack_parser import add_stack_commands
 from .volumes import add_volume_commands
 
-if TYPE_CHECKING:
-    from orchestrator.spec.errors import StackError
-
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, only its verb's part is built (see `_OneVerb`)."""
     parser = argparse.ArgumentParser(
         prog="stack",
         description="Declarative multi-container stacks from compose files.",
@@ -39,8 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="FILE", help="environment file (repeatable; default: .env)")
     parser.add_argument("--profile", dest="profiles", action="append", default=[],
                         metavar="NAME", help="enable a profile (repeatable)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--progress", choices=("auto", "tty", "plain", "quiet", "json"),
+                        help="how to show progress (default: $COMPOSE_PROGRESS, else auto: "
+                             "tty on a terminal, plain otherwise)")
+    commands: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    verb = _verb_in(parser, argv) if argv is not None else None
+    if verb is not None:
+        commands = _OneVerb(commands, verb)
 
     config = commands.add_parser("config", help="validate and print the normalized stack")
     config.add_argument("--format", choices=("yaml", "json"), default="yaml")
@@ -65,7 +70,58 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print the version")
     version.add_argument("--short", action="store_true", help="print only the number")
+    if isinstance(commands, _OneVerb) and not commands.found:
+        return build_parser()  # not a verb (a typo, or help): argparse needs them all
     return parser
+
+
+def _verb_in(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The first word of the command line that is neither a global option nor its value."""
+    takes_value = {option for action in parser._actions if action.nargs != 0
+                   for option in action.option_strings}
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            return None
+        if word in takes_value:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+class _OneVerb:
+    """Builds the parser of one verb only.
+
+    Each verb's parser costs a fraction of a millisecond, and there are some
+    fifty of them: building them all was a good part of a `stack ps`. The
+    verb a command line names is known before they are built; the others are
+    made into nothing (`_Nothing`) unless help or a mistake needs them.
+    """
+
+    def __init__(self, commands: argparse._SubParsersAction, verb: str) -> None:
+        self.commands = commands
+        self.verb = verb
+        self.found = False
+
+    def add_parser(self, name: str, **options: Any) -> Any:
+        if name != self.verb and self.verb not in options.get("aliases", ()):
+            return _NOTHING
+        self.found = True
+        return self.commands.add_parser(name, **options)
+
+
+class _Nothing:
+    """Takes any call and any attribute, and does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+
+_NOTHING = _Nothing()
 
 
 def _add_image_commands(commands: argparse._SubParsersAction) -> None:
@@ -124,7 +180,8 @@ def _add_image_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command == "version":
         from orchestrator import __version__
 
@@ -133,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from orchestrator.spec.errors import StackError
 
+    if args.progress is not None:
+        from .stack_progress import set_mode
+
+        set_mode(args.progress)
     try:
         if args.command == "config":
             from .config import run_config
@@ -173,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_stack_command(args)
     except StackError as error:
-        _shorten_location(error)
+        error.name_files_relative_to(os.getcwd())
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
     except BrokenPipeError:
@@ -181,18 +242,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
 
 
-def _shorten_location(error: StackError) -> None:
-    """Name files below the working directory relatively, as the user typed them."""
-    import os
+def entry() -> None:
+    """The `stack` command: main(), then out without tearing the interpreter down.
 
-    location = error.location
-    file = getattr(location, "file", location)
-    if not isinstance(file, str) or not os.path.isabs(file):
-        return
-    relative = os.path.relpath(file)
-    if not relative.startswith(".."):
-        error.location = location._replace(file=relative) if file is not location else relative
+    Freeing every module and object at exit costs a short command several
+    milliseconds and achieves nothing the kernel does not do anyway; what is
+    buffered is flushed first, and nothing of ours waits for exit handlers.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

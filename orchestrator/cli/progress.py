@@ -9,6 +9,7 @@ logs stay readable.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
@@ -17,9 +18,11 @@ from typing import Any, TextIO
 class ProgressPrinter:
     """Receives progress events; `live` redraws per-layer lines (a terminal)."""
 
-    def __init__(self, out: TextIO | None = None, live: bool | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, live: bool | None = None,
+                 as_json: bool = False) -> None:
         self.out = out or sys.stderr
         self.live = self.out.isatty() if live is None else live
+        self.as_json = as_json  # `--progress json`: an object per status change
         self.order: list[tuple[str, str]] = []
         self.lines: dict[tuple[str, str], str] = {}
         self.status: dict[tuple[str, str], str] = {}
@@ -32,7 +35,15 @@ class ProgressPrinter:
             self.order.append(key)
             self.started[key] = time.monotonic()
         self.lines[key] = self._describe(key, event)
-        if self.live:
+        if self.as_json:
+            if self.status.get(key) != event.status:
+                line = {"id": event.layer, "parent_id": event.image,
+                        "status": event.status[:1].upper() + event.status[1:]}
+                if event.total:
+                    line.update(current=event.current, total=event.total)
+                self.out.write(json.dumps(line) + "\n")
+                self.out.flush()
+        elif self.live:
             self._redraw()
         elif self.status.get(key) != event.status:
             self.out.write(self.lines[key] + "\n")

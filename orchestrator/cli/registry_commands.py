@@ -27,8 +27,12 @@ def run_registry_command(args: argparse.Namespace) -> int:
 
 def _printer(args: argparse.Namespace) -> Callable[[Any], None] | None:
     from .progress import ProgressPrinter
+    from .stack_progress import resolve_mode
 
-    return None if getattr(args, "quiet", False) else ProgressPrinter()
+    mode = resolve_mode(sys.stderr)  # the global --progress: the display is on stderr
+    if getattr(args, "quiet", False) or mode == "quiet":
+        return None
+    return ProgressPrinter(live=mode == "tty", as_json=mode == "json")
 
 
 async def _image_pull(store: Any, args: argparse.Namespace) -> int:
@@ -56,6 +60,7 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
 
     from orchestrator.runtime.images.pull import pull_image
     from orchestrator.runtime.images.pull_policy import needs_pull
+    from orchestrator.runtime.nurseries import open_nursery
 
     wanted = _images_of_services(args, for_push=False)
     failures: list[str] = []
@@ -72,7 +77,7 @@ async def _stack_pull(store: Any, args: argparse.Namespace) -> int:
                 raise
             failures.append(f"{service}: {error}")
 
-    async with trio.open_nursery() as nursery:
+    async with open_nursery() as nursery:
         for service, image, policy, platform in wanted:
             nursery.start_soon(pull, service, image, policy, platform)
     for failure in failures:

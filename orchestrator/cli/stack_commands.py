@@ -10,13 +10,10 @@ request.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.engine_client import EngineClient, default_socket_path
@@ -24,12 +21,6 @@ from orchestrator.spec.errors import StackError
 
 DEFAULT_ROOT = "/var/lib/stack"
 ENGINE_START_TIMEOUT = 15.0
-_PAST = {"Create": "Created", "Recreate": "Recreated", "Start": "Started",
-         "Stop": "Stopped", "Remove": "Removed", "Restart": "Restarted", "Ensure": "Ensured",
-         "Check": "Checked", "Wait": "Healthy", "Kill": "Killed"}
-_ING = {"Create": "Creating", "Recreate": "Recreating", "Start": "Starting",
-        "Stop": "Stopping", "Remove": "Removing", "Restart": "Restarting",
-        "Ensure": "Ensuring", "Check": "Checking", "Wait": "Waiting", "Kill": "Killing"}
 
 
 def run_stack_command(args: argparse.Namespace) -> int:
@@ -57,6 +48,9 @@ def connect() -> EngineClient:
     client = EngineClient(default_socket_path())
     if client.is_running():
         return client
+    import subprocess  # here: only a start needs it, and it costs every command its import
+    from pathlib import Path
+
     root = Path(os.environ.get("STACK_ROOT") or DEFAULT_ROOT)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "stackd.log", "ab") as log:
@@ -101,7 +95,7 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from orchestrator.cli.config import _load as load_stack
+    from orchestrator.cli.stack_loading import load_stack
 
     return load_stack(args)
 
@@ -139,9 +133,17 @@ def _up(client: EngineClient, args: argparse.Namespace) -> int:
         return _wait_ready(client, stack.name, args.wait_timeout)
     if args.detach:
         return 0
+    from orchestrator.cli.attached import LogLines, color_wanted, run_attached
+
+    _, containers = client.request("GET", "/v1/containers", query={"project": stack.name})
+    if args.services:
+        containers = [c for c in containers if c["service"] in args.services]
+    lines = LogLines(containers, color=color_wanted(args.no_color),
+                     prefix=not args.no_log_prefix, timestamps=args.timestamps)
     abort = args.abort_on_container_exit or bool(args.exit_code_from)
-    return _attach(client, stack.name, abort=abort, exit_code_from=args.exit_code_from,
-                   since=began)
+    return run_attached(client, stack.name, containers, lines,
+                        {"follow": True, "since": began}, abort=abort,
+                        exit_code_from=args.exit_code_from, timeout=args.timeout)
 
 
 def _wait_ready(client: EngineClient, project: str, timeout: int | None) -> int:
@@ -172,6 +174,8 @@ def _wait_ready(client: EngineClient, project: str, timeout: int | None) -> int:
 def _down(client: EngineClient, args: argparse.Namespace) -> int:
     name = _project_name(args)
     body: dict[str, Any] = {"remove_orphans": args.remove_orphans, "volumes": args.volumes}
+    if args.rmi:
+        body["rmi"] = args.rmi
     if args.timeout is not None:
         body["timeout"] = args.timeout
     return 0 if _print_progress(client.stream("POST", f"/v1/projects/{name}/down", body)) else 1
@@ -181,82 +185,13 @@ def _project_name(args: argparse.Namespace) -> str:
     return str(_load(args).name)
 
 
-def _print_progress(events: Any) -> bool:
-    ok = True
-    for event in events:
-        if "error" in event:
-            print(f"error: {event['error']}", file=sys.stderr)
-            ok = False
-            continue
-        status = event.get("status")
-        if status in ("warning", "planned"):
-            stream = sys.stderr if status == "warning" else sys.stdout
-            print(("WARN " if status == "warning" else "") + event.get("message", ""),
-                  file=stream)
-            continue
-        action = event.get("action", "")
-        if action.startswith("Wait"):  # a dependency: "Waiting", then "Healthy" or "Exited"
-            word = "Waiting" if status == "working" else (
-                "Healthy" if "health" in action.lower() else "Exited")
-        elif status == "working":
-            word = _ING.get(action, action)
-        elif status == "done":
-            word = _PAST.get(action, action)
-        else:
-            word = "Error"
-            ok = False
-        line = f" {event.get('resource', '')}  {word}"
-        if status == "error" and event.get("message"):
-            line += f"  {event['message']}"
-        print(line, flush=True)
-    return ok
+def _print_progress(events: Any, *, live: bool = True) -> bool:
+    """The engine's progress in the chosen `--progress` mode; False when a step failed.
+    Not `live` when the lines are interleaved with other output (no redrawn block)."""
+    from orchestrator.cli.stack_progress import ProgressDisplay, resolve_mode
 
-
-def _attach(client: EngineClient, project: str, *, abort: bool = False,
-            exit_code_from: str | None = None, since: float | None = None) -> int:
-    """Follow every container's output, prefixed by its service, until they all stop
-    (or, with `abort`, one does), or Ctrl-C; then stop them, as compose does."""
-    import threading
-
-    _, containers = client.request("GET", "/v1/containers", query={"project": project})
-    width = max((len(_prefix_name(c)) for c in containers), default=0)
-    lock = threading.Lock()
-
-    def follow(container: dict[str, Any]) -> None:
-        own = EngineClient(default_socket_path())
-        try:
-            for entry in own.stream("GET", f"/v1/containers/{container['id']}/logs",
-                                    query={"follow": True, "since": since}
-                                    if since is not None else {"follow": True, "tail": 0}):
-                with lock:
-                    print(f"{_prefix_name(container):<{width}}  | {entry['line']}", end="",
-                          flush=True)
-        except StackError:
-            pass
-
-    threads = [threading.Thread(target=follow, args=(c,), daemon=True) for c in containers]
-    for thread in threads:
-        thread.start()
-    stopping = False
-    try:
-        while any(thread.is_alive() for thread in threads):
-            if abort and any(not t.is_alive() for t in threads):
-                stopping = True
-                break
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
-        stopping = True
-    if stopping:
-        for container in containers:
-            with contextlib.suppress(StackError):
-                client.request("POST", f"/v1/containers/{container['id']}/stop")
-                print(f" Container {container['name']}  Stopped", flush=True)
-    if exit_code_from is None:
-        return 0
-    _, final = client.request("GET", "/v1/containers", query={"project": project, "all": True})
-    codes = [c.get("exit_code") for c in final if c["service"] == exit_code_from]
-    return int(codes[0] or 0) if codes else 0
+    mode = resolve_mode(sys.stderr)
+    return ProgressDisplay("plain" if mode == "tty" and not live else mode).show(events)
 
 
 # --- ps, logs, ls -----------------------------------------------------------------------
@@ -326,32 +261,32 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def _logs(client: EngineClient, args: argparse.Namespace) -> int:
+    from orchestrator.cli.attached import LogLines, color_wanted, follow_logs
+    from orchestrator.runtime.containers.log_format import parse_since
+
     name = _project_name(args)
     _, containers = client.request("GET", "/v1/containers", query={"project": name, "all": True})
     if args.services:
         containers = [c for c in containers if c["service"] in args.services]
-    tail = None if args.tail == "all" else int(args.tail)
-    width = max((len(_prefix_name(c)) for c in containers), default=0)
-    if args.follow and len(containers) > 1:
-        return _attach(client, name)
-    from orchestrator.runtime.containers.log_format import parse_since
-
+    containers.sort(key=lambda c: (c["service"], c["number"]))
+    lines = LogLines(containers, color=color_wanted(args.no_color),
+                     prefix=not args.no_log_prefix, timestamps=args.timestamps)
     now = time.time()
-    since = parse_since(args.since, now) if args.since else None
-    until = parse_since(args.until, now, option="--until") if args.until else None
-    for container in containers:
-        query = {"tail": tail, "follow": args.follow, "since": since, "until": until}
-        for entry in client.stream("GET", f"/v1/containers/{container['id']}/logs",
-                                   query=query):
-            prefix = "" if args.no_log_prefix else f"{_prefix_name(container):<{width}}  | "
-            stamp = f"{entry['time']} " if args.timestamps else ""
-            print(f"{prefix}{stamp}{entry['line']}", end="", flush=True)
+    if args.tail != "all" and not args.tail.isdigit():
+        raise StackError(f"--tail {args.tail}: expected a number of lines or 'all'")
+    query = {"tail": None if args.tail == "all" else int(args.tail), "follow": args.follow,
+             "since": parse_since(args.since, now) if args.since else None,
+             "until": parse_since(args.until, now, option="--until") if args.until else None}
+    if args.follow and len(containers) > 1:
+        return follow_logs(containers, lines, query)
+    try:
+        for container in containers:
+            for entry in client.stream("GET", f"/v1/containers/{container['id']}/logs",
+                                       query=query):
+                print(lines.format(container, entry), end="", flush=True)
+    except KeyboardInterrupt:  # ends `logs -f`; the containers go on
+        return 130
     return 0
-
-
-def _prefix_name(container: dict[str, Any]) -> str:
-    """What compose prefixes log lines with: the service and replica, `web-1`."""
-    return f"{container['service']}-{container['number']}"
 
 
 def _ls(client: EngineClient) -> int:

@@ -24,10 +24,16 @@ def add_stack_commands(commands: argparse._SubParsersAction) -> None:
                     help="stop every container when one stops")
     up.add_argument("--exit-code-from", metavar="SERVICE",
                     help="exit with this service's exit code (implies the option above)")
+    up.add_argument("--no-color", action="store_true", help="monochrome log prefixes")
+    up.add_argument("--no-log-prefix", action="store_true", help="no `web-1  | ` before lines")
+    up.add_argument("--timestamps", action="store_true", help="show the log lines' times")
     up.add_argument("services", nargs="*", metavar="SERVICE")
     down = commands.add_parser("down", help="stop and remove the stack's containers")
     down.add_argument("-v", "--volumes", action="store_true", help="remove volumes too")
     down.add_argument("--remove-orphans", action="store_true")
+    down.add_argument("--rmi", choices=("local", "all"),
+                      help="remove the services' images: 'local' only those built without "
+                           "an image name, 'all' every one")
     down.add_argument("-t", "--timeout", type=int, default=None)
     ps = commands.add_parser("ps", help="list the stack's containers")
     ps.add_argument("-a", "--all", action="store_true", help="stopped ones too")
@@ -42,10 +48,11 @@ def add_stack_commands(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--tail", default="all")
     logs.add_argument("-t", "--timestamps", action="store_true")
-    logs.add_argument("--no-log-prefix", action="store_true")
+    logs.add_argument("--no-log-prefix", action="store_true", help="no `web-1  | ` before lines")
     logs.add_argument("--since", help="only after: a time (RFC 3339, Unix) or a duration ago")
     logs.add_argument("--until", help="only before: a time or a duration ago")
-    logs.add_argument("--no-color", action="store_true", help="no colors (the default here)")
+    logs.add_argument("--no-color", action="store_true",
+                      help="monochrome prefixes (the default when not on a terminal)")
     logs.add_argument("services", nargs="*", metavar="SERVICE")
     commands.add_parser("ls", help="list the stacks the engine runs")
     engine = commands.add_parser("engine", help="the stack engine (stackd)")

@@ -10,6 +10,7 @@ import trio
 from orchestrator.engine.api_exec import add_exec_routes
 from orchestrator.engine.api_lifecycle import add_lifecycle_routes
 from orchestrator.engine.api_progress import check_model, progress_stream
+from orchestrator.engine.api_stacks import add_stack_routes
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.http import HttpError, Request, Response, Router, Stream
 from orchestrator.engine.planner import UpOptions
@@ -43,6 +44,7 @@ def build_router(engine: Engine, stop: Callable[[], None]) -> Router:
     router.add("POST", "/v1/engine/stop", api.stop_engine)
     add_exec_routes(router, engine)
     add_lifecycle_routes(router, engine)
+    add_stack_routes(router)
     return router
 
 
@@ -98,9 +100,12 @@ class Api:
         body = request.json_object({"remove_orphans": bool, "volumes": bool, "rmi": str,
                                     "timeout": int, "model": dict})
         project = request.params["project"]
+        rmi = body.get("rmi")
+        if rmi is not None and rmi not in ("local", "all"):
+            raise HttpError(400, "request body: field 'rmi' must be 'local' or 'all'")
         return Stream(progress_stream(lambda emit: self.engine.down(
             project, emit, remove_orphans=bool(body.get("remove_orphans")),
-            volumes=bool(body.get("volumes")), timeout=body.get("timeout"),
+            volumes=bool(body.get("volumes")), timeout=body.get("timeout"), rmi=rmi,
         )))
 
     async def containers(self, request: Request) -> Response:

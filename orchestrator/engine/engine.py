@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from orchestrator.engine.image_cleanup import images_to_remove, remove_images
 from orchestrator.engine.planner import (
     Action,
     Actual,
@@ -40,6 +41,7 @@ from orchestrator.runtime.images.store import ImageStore
 from orchestrator.runtime.network.dns_answer import DnsAnswerer
 from orchestrator.runtime.network.dns_server import DnsServer
 from orchestrator.runtime.network.manager import NetworkManager
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.runtime.volumes import VolumeStore, volumes_in_use
 from orchestrator.spec.errors import StackError
 
@@ -68,7 +70,7 @@ class Engine:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve DNS, repair the host from the records, supervise; until cancelled."""
-        async with trio.open_nursery() as nursery:
+        async with open_nursery() as nursery:
             await nursery.start(self.dns.run)
             # A crash may have left half-made or half-removed container folders, and
             # endpoints of containers that no longer exist (a container keeps its
@@ -137,18 +139,27 @@ class Engine:
                     await emit({"kind": "plan", "message": line})
                 return True
             self.projects.save(record)
+            for name in plan.running:
+                await emit({"kind": "progress", "action": "keep", "change": "Running",
+                            "resource": f"Container {name}", "status": "done"})
             return await self._run(plan, record, emit)
 
     async def down(self, project: str, emit: Emit, *, remove_orphans: bool = False,
-                   volumes: bool = False, timeout: int | None = None) -> bool:
+                   volumes: bool = False, timeout: int | None = None,
+                   rmi: str | None = None) -> bool:
         async with self.lock(project):
             record = self.projects.load(project)
+            images = images_to_remove(
+                project, record.model if record else None, rmi,
+                [c.spec.image for c in self.containers(project)]) if rmi else []
             actual = self.actual(project)
             owned = self._project_resources(project, record)
             actual = Actual(actual.containers, owned["networks"], owned["volumes"])
             plan = plan_down(project, actual, record.model if record else None,
                              remove_orphans=remove_orphans, volumes=volumes, timeout=timeout)
             ok = await self._run(plan, record, emit)
+            # After the containers: an image is only removed once nothing uses it.
+            await remove_images(self.images, self.runtime, images, emit)
             if ok:
                 self.projects.delete(project)
             return ok

@@ -122,10 +122,12 @@ class Plan:
     project: str
     actions: list[Action] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Containers left running as they are: compose shows them as `Running` at an `up`.
+    running: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"project": self.project, "actions": [a.to_json() for a in self.actions],
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "running": list(self.running)}
 
 
 # ---- up ------------------------------------------------------------------------------------

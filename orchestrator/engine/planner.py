@@ -355,6 +355,8 @@ class _Builder(_Actions):
             starts_after, starts_optional = self._gates(name, starting=True)
         for r in decision.replicas:
             if r.op == "keep":
+                if r.container is not None and r.container.status == "running":
+                    self.plan.running.append(r.name)
                 continue
             reason = _sentence(r.op, name, r.detail)
             ids = {"service": name, "number": r.number, "name": r.name}

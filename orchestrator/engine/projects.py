@@ -12,6 +12,7 @@ environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -51,8 +52,13 @@ class ProjectStore:
         return self.root / f"{name}.json"
 
     def save(self, record: ProjectRecord) -> None:
-        data = json.dumps(record.to_json(), sort_keys=True).encode()
-        write_atomic(self._path(record.name), data, self.root, mode=0o600)
+        document = record.to_json()
+        path = self._path(record.name)
+        with contextlib.suppress(OSError, ValueError):
+            stored = json.loads(path.read_bytes())
+            if {**stored, "updated": None} == {**document, "updated": None}:
+                return  # the same desired state: no write (and no fsync) at a no-op `up`
+        write_atomic(path, json.dumps(document, sort_keys=True).encode(), self.root, mode=0o600)
 
     def load(self, name: str) -> ProjectRecord | None:
         try:

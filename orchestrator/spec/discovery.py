@@ -66,13 +66,15 @@ def resolve_project(options: ProjectOptions, warnings: Warnings) -> ProjectFiles
 
     environ = dict(os.environ if options.environ is None else options.environ)
     cwd = options.cwd or os.getcwd()
-    explicit_dir = _absolute(options.project_directory, cwd) if options.project_directory else None
+    home = environ.get("HOME")
+    explicit_dir = (_absolute(options.project_directory, cwd, home)
+                    if options.project_directory else None)
 
     def environment_for(directory: str) -> dict[str, str]:
         """Variables from the env files under those of the process (which win)."""
         env: dict[str, str] = {}
         if options.env_files:
-            paths = [_absolute(p, cwd) for p in options.env_files]
+            paths = [_absolute(p, cwd, home) for p in options.env_files]
         else:
             default = os.path.join(directory, ".env")
             paths = [default] if os.path.isfile(default) else []
@@ -99,7 +101,7 @@ def resolve_project(options: ProjectOptions, warnings: Warnings) -> ProjectFiles
             )
         files = [found]
         override_search = True
-    files = [f if f == STDIN else _absolute(f, cwd) for f in files]
+    files = [f if f == STDIN else _absolute(f, cwd, home) for f in files]
     for path in files:
         if path != STDIN and not os.path.isfile(path):
             raise StackError("stack file not found", location=path)
@@ -139,7 +141,9 @@ def project_name_for(files: ProjectFiles, declared: object) -> str:
     return name
 
 
-def _absolute(path: str, cwd: str) -> str:
+def _absolute(path: str, cwd: str, home: str | None) -> str:
+    if home and (path == "~" or path.startswith("~/")):
+        path = home + path[1:]
     return os.path.normpath(os.path.join(cwd, os.path.expanduser(path)))
 
 

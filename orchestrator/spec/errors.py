@@ -51,6 +51,18 @@ class StackError(Exception):
         self.path = path
         self.hint = hint
 
+    def name_files_relative_to(self, cwd: str) -> None:
+        """Name a file below `cwd` relatively, as the user typed it."""
+        location = self.location
+        file = getattr(location, "file", location)
+        if not isinstance(file, str) or not file.startswith("/"):
+            return
+        import os
+
+        relative = os.path.relpath(file, cwd)
+        if not relative.startswith(".."):
+            self.location = location._replace(file=relative) if file is not location else relative
+
     def __str__(self) -> str:
         parts = []
         if self.location:

@@ -22,7 +22,7 @@ from .interpolate import interpolate, substitute
 from .merge import merge_documents
 from .model import Stack
 from .normalize import normalize
-from .paths import resolve_paths
+from .paths import LOADING_HOME, resolve_paths
 from .profiles import all_profiles, apply_profiles, disabled_services
 from .schema import validate_schema
 from .transform import apply_defaults, canonical
@@ -31,6 +31,17 @@ from .yamlfile import Document, parse_yaml
 
 
 def load_stack(options: ProjectOptions) -> Stack:
+    if options.environ is None:
+        return _load_stack(options)
+    # Loading for another process (the engine, for a CLI): its HOME expands `~`.
+    token = LOADING_HOME.set(options.environ.get("HOME"))
+    try:
+        return _load_stack(options)
+    finally:
+        LOADING_HOME.reset(token)
+
+
+def _load_stack(options: ProjectOptions) -> Stack:
     warnings = Warnings()
     project = resolve_project(options, warnings)
     reader = _FileReader(options.interpolate, warnings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from typing import Any
 
 from .shortsyntax import clean_path
@@ -73,10 +74,15 @@ def _service(service: dict[str, Any], base_dir: str) -> None:
             volume["source"] = host_path(volume["source"], base_dir)
 
 
+# The HOME of the environment a stack is loaded for, when that is not this
+# process's own (the engine loads stacks on behalf of CLIs); per thread/task.
+LOADING_HOME: ContextVar[str | None] = ContextVar("loading_home", default=None)
+
+
 def expand_user(path: str) -> str:
     """`~` and `~x` under $HOME, as compose does; unchanged without HOME."""
     if path.startswith("~"):
-        home = os.environ.get("HOME")
+        home = LOADING_HOME.get() or os.environ.get("HOME")
         if home:
             return clean_path(f"{home}/{path[1:]}")
     return path

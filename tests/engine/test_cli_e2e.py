@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from orchestrator.runtime.network import links
+from support.host_network import root_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +62,7 @@ def stack(container_root: Path, tmp_path: Path) -> Iterator[Stack]:
     finally:
         run("down", check=False)
         run("engine", "stop", check=False)
-    assert links.our_links() == []
+    assert root_leftovers(container_root) == []
 
 
 def write(project: Path, port: int, mode: str = "one") -> None:
@@ -87,8 +86,8 @@ def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -
     port = free_port()
     write(tmp_path / "proj", port)
     up = stack("up", "-d")
-    assert " Container proj-web-1  Started" in up.stdout
-    assert " Container proj-client-1  Started" in up.stdout
+    assert " Container proj-web-1  Started" in up.stderr  # progress goes to stderr
+    assert " Container proj-client-1  Started" in up.stderr
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
         assert answer.read() == b"hi-from-web\n"
     rows = stack("ps").stdout.splitlines()
@@ -106,7 +105,7 @@ def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -
     assert len(stack("ps", "-q", "--status", "running").stdout.split()) == 2
     assert "proj" in stack("ls").stdout
     down = stack("down")
-    assert " Network proj_default  Removed" in down.stdout
+    assert " Network proj_default  Removed" in down.stderr
     assert json.loads(stack("ps", "-a", "--format", "json").stdout) == []
 
 
@@ -119,6 +118,9 @@ def test_up_twice_keeps_ids_and_an_edit_recreates_only_that_service(
     first = ids(stack)
     again = stack("up", "-d")
     assert again.stdout == ""
+    # Nothing to do; as compose, each container is shown running.
+    assert " Container proj-web-1  Running" in again.stderr.splitlines()
+    assert "Start" not in again.stderr and "Creat" not in again.stderr
     assert ids(stack) == first
     write(tmp_path / "proj", port, mode="two")
     dry = stack("up", "-d", "--dry-run")
@@ -197,7 +199,7 @@ def test_engine_killed_in_the_middle_of_up_then_up_converges_without_duplicates(
                           cwd=tmp_path / "proj", env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
-    while "Created" not in (up.stdout.readline() if up.stdout else ""):
+    while "Created" not in (up.stderr.readline() if up.stderr else ""):
         assert time.monotonic() < deadline
     os.kill(pid, 9)
     up.wait(20)

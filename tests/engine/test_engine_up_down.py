@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+from support.host_network import root_leftovers
 
 from orchestrator.engine.engine import Engine
 from orchestrator.engine.planner import UpOptions
 from orchestrator.engine.projects import ProjectRecord
-from orchestrator.runtime.network import links
 from orchestrator.spec.discovery import ProjectOptions
 from orchestrator.spec.loader import load_stack
 
@@ -32,7 +32,7 @@ async def engine(container_root: Path, nursery: trio.Nursery,
         for project in engine.projects.names():
             await engine.down(project, _ignore, volumes=True)
         nursery.cancel_scope.cancel()
-    assert links.our_links() == []
+    assert root_leftovers(container_root) == []
 
 
 async def _ignore(event: dict[str, Any]) -> None:

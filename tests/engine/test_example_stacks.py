@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from orchestrator.runtime.network import links
+from support.host_network import root_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,7 @@ def stack_in(container_root: Path, tmp_path: Path) -> Iterator[Callable[[str], S
             run("down", "-v", check=False)
         if used:
             used[0]("engine", "stop", check=False)
-    assert links.our_links() == []
+    assert root_leftovers(container_root) == []
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
@@ -101,8 +100,8 @@ def test_jobqueue_spreads_jobs_over_the_replicas_the_dashboard_finds_by_name(
 ) -> None:
     stack = stack_in("jobqueue")
     up = stack("up", "-d")
-    assert " Container jobqueue-queue-1  Healthy" in up.stdout
-    assert " Container jobqueue-worker-2  Started" in up.stdout
+    assert " Container jobqueue-queue-1  Healthy" in up.stderr
+    assert " Container jobqueue-worker-2  Started" in up.stderr
 
     state = eventually(dashboard_workers(2), "two busy workers on the dashboard")
     names = {w["worker"] for w in state["workers"]}
@@ -133,7 +132,7 @@ def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
     stack_in: Callable[[str], Stack],
 ) -> None:
     stack = stack_in("notes")
-    lines = stack("up", "-d").stdout.splitlines()
+    lines = stack("up", "-d").stderr.splitlines()
     # The API starts only once the migration exited with 0; the page once the API is healthy.
     assert lines.index(" Container notes-migrate-1  Exited") < \
         lines.index(" Container notes-api-1  Starting")

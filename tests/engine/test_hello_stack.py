@@ -10,8 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from orchestrator.runtime.network import links
+from support.host_network import root_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +31,7 @@ def test_hello_stack_serves_a_page_written_by_the_other_service(
     try:
         up = stack("up", "-d")
         assert up.returncode == 0, up.stderr
-        assert " Container hello-web-1  Healthy" in up.stdout
+        assert " Container hello-web-1  Healthy" in up.stderr
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -50,4 +49,4 @@ def test_hello_stack_serves_a_page_written_by_the_other_service(
     finally:
         stack("down", "-v")
         stack("engine", "stop")
-    assert links.our_links() == []
+    assert root_leftovers(container_root) == []

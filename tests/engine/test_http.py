@@ -660,6 +660,10 @@ def sample_router() -> Router:
         ("POST", "/v1/projects/{project}/down"): stream_of(
             {"resource": "container demo-web-1", "action": "remove", "status": "done"},
             {"error": "network demo_default is in use"}),
+        ("POST", "/v1/stacks/load"): answer({
+            "name": "demo", "directory": "/srv/demo", "files": ["/srv/demo/compose.yaml"],
+            "model": {"name": "demo", "services": {"web": {"image": "busybox"}}},
+            "warnings": [], "config_hashes": {"web": "ab" * 32}}),
         ("GET", "/v1/containers"): answer([CONTAINER]),
         ("GET", "/v1/containers/{id}"): answer({**CONTAINER, "pid": 1234, "oom_killed": False,
                                                 "restart_count": 0, "spec": {}}),

@@ -127,7 +127,7 @@ def test_stop_then_start_keeps_the_containers_and_no_restart_policy_undoes_the_s
     stack: Stack, running: int
 ) -> None:
     before = {name: c["id"] for name, c in containers(stack).items()}
-    stop = stack("stop", "web", "worker").stdout.splitlines()
+    stop = stack("stop", "web", "worker").stderr.splitlines()  # progress: stderr
     # Dependents first: the worker is stopped before the web server it needs.
     assert stop.index(" Container proj-worker-1  Stopped") < stop.index(
         " Container proj-web-1  Stopping")
@@ -136,7 +136,7 @@ def test_stop_then_start_keeps_the_containers_and_no_restart_policy_undoes_the_s
     states = {name: c["state"] for name, c in containers(stack).items()}
     assert states["proj-web-1"] == "exited" and states["proj-worker-1"] == "exited"
 
-    start = stack("start").stdout.splitlines()
+    start = stack("start").stderr.splitlines()
     assert start.index(" Container proj-web-1  Started") < start.index(
         " Container proj-worker-1  Started")
     assert " Container proj-web-1  Healthy" in start  # the worker waited for it
@@ -146,27 +146,27 @@ def test_stop_then_start_keeps_the_containers_and_no_restart_policy_undoes_the_s
 
 def test_restart_with_a_timeout_starts_the_container_again(stack: Stack, running: int) -> None:
     first = containers(stack)["proj-worker-1"]["started_at"]
-    restart = stack("restart", "-t", "1", "worker").stdout
+    restart = stack("restart", "-t", "1", "worker").stderr
     assert restart == " Container proj-worker-1  Restarting\n Container proj-worker-1  Started\n"
     after = containers(stack)["proj-worker-1"]
     assert after["state"] == "running" and after["started_at"] > first
 
 
 def test_pause_freezes_a_container_and_unpause_thaws_it(stack: Stack, running: int) -> None:
-    assert stack("pause", "worker").stdout == (" Container proj-worker-1  Pausing\n"
+    assert stack("pause", "worker").stderr == (" Container proj-worker-1  Pausing\n"
                                                " Container proj-worker-1  Paused\n")
     assert containers(stack)["proj-worker-1"]["state"] == "paused"
     frozen = ticks(stack)
     time.sleep(1.0)
     assert ticks(stack) == frozen
-    assert stack("unpause").stdout == (" Container proj-worker-1  Unpausing\n"
+    assert stack("unpause").stderr == (" Container proj-worker-1  Unpausing\n"
                                        " Container proj-worker-1  Unpaused\n")
     assert containers(stack)["proj-worker-1"]["state"] == "running"
     eventually(lambda: ticks(stack) > frozen)
 
 
 def test_kill_stops_a_container_for_good(stack: Stack, running: int) -> None:
-    kill = stack("kill", "-s", "SIGKILL", "worker").stdout
+    kill = stack("kill", "-s", "SIGKILL", "worker").stderr
     assert kill == " Container proj-worker-1  Killing\n Container proj-worker-1  Killed\n"
     time.sleep(1.5)
     assert containers(stack)["proj-worker-1"]["state"] == "exited"  # despite `restart: always`
@@ -182,16 +182,17 @@ def test_rm_removes_only_stopped_containers(stack: Stack, running: int) -> None:
     declined = stack("rm", "worker", stdin="n\n")
     assert "Going to remove proj-worker-1" in declined.stdout
     assert "proj-worker-1" in containers(stack)
-    removed = stack("rm", "-f", "worker").stdout
-    assert removed == ("Going to remove proj-worker-1\n Container proj-worker-1  Removing\n"
-                       " Container proj-worker-1  Removed\n")
+    removed = stack("rm", "-f", "worker")
+    assert removed.stdout == "Going to remove proj-worker-1\n"
+    assert removed.stderr == (" Container proj-worker-1  Removing\n"
+                              " Container proj-worker-1  Removed\n")
     assert "proj-worker-1" not in containers(stack)
     assert set(stack("volume", "ls", "-q").stdout.split()) == anonymous  # no -v: kept
     stack("up", "-d", "worker")
     assert len(set(stack("volume", "ls", "-q").stdout.split()) - anonymous) == 1
     stack("rm", "-s", "-f", "-v", "worker")
     assert set(stack("volume", "ls", "-q").stdout.split()) == anonymous
-    both = stack("rm", "-s", "-f", "-v", "web").stdout
+    both = stack("rm", "-s", "-f", "-v", "web").stderr
     assert " Container proj-web-1  Stopped" in both and " Container proj-web-1  Removed" in both
     assert sorted(containers(stack)) == ["proj-job-1"]
 
@@ -227,7 +228,7 @@ def test_wait_exits_with_the_containers_exit_code(stack: Stack, running: int) ->
     stack("start", "job")
     down = stack("wait", "--down-project", "job", "worker", check=False)
     assert down.returncode == 3  # the first to stop ended it, and the project with it
-    assert " Network proj_default  Removed" in down.stdout
+    assert " Network proj_default  Removed" in down.stderr
     assert containers(stack) == {}
 
 

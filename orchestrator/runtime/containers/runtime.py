@@ -10,6 +10,7 @@ can pick a container up where another left it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import os
 import secrets
@@ -63,6 +64,7 @@ class ContainerRuntime:
         self.root = state_root / "containers"
         self.keeper = KeeperClient(self.root)
         self._configs: dict[str, tuple[str, LaunchSpec, dict[str, Any]]] = {}
+        self._states: dict[str, tuple[tuple[int, int, int], ContainerState]] = {}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -82,7 +84,23 @@ class ContainerRuntime:
                       dict(config.get("metadata", {})))
             self._configs[container_id] = cached
         name, spec, metadata = cached
-        return Container(container_id, name, spec, folder.read_state(), dict(metadata))
+        return Container(container_id, name, spec, self._state(container_id, folder),
+                         dict(metadata))
+
+    def _state(self, container_id: str, folder: ContainerDir) -> ContainerState:
+        # state.json is replaced by a rename at every change, so an unchanged (inode, mtime,
+        # size) is an unchanged state; a stat costs a fraction of reading and parsing it, and
+        # the engine lists every container at each request.
+        try:
+            stat = os.stat(folder.state_path)
+        except OSError:
+            return folder.read_state()
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._states.get(container_id)
+        if cached is None or cached[0] != key:
+            cached = (key, folder.read_state())
+            self._states[container_id] = cached
+        return copy.copy(cached[1])
 
     def resolve(self, name_or_id: str) -> str:
         if len(name_or_id) == 64 and (self.root / name_or_id / "config.json").exists():
@@ -112,6 +130,8 @@ class ContainerRuntime:
         ids = container_ids(self.root)
         for stale in set(self._configs) - set(ids):
             del self._configs[stale]
+        for stale in set(self._states) - set(ids):
+            del self._states[stale]
         for container_id in ids:
             try:
                 containers.append(self._load(container_id))

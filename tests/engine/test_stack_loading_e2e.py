@@ -1,0 +1,128 @@
+"""The engine loads stack files for the CLI: what a user sees must not change.
+
+The CLI's environment, working directory and HOME are the ones that count,
+not the engine's (started earlier, from another shell); mistakes still name
+the file as the user typed it; `-f -` still reads the CLI's stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.engine_client import EngineClient, EngineError
+
+pytestmark = pytest.mark.slow
+
+Stack = Callable[..., subprocess.CompletedProcess[str]]
+
+STACK = """
+services:
+  app:
+    image: busybox
+    network_mode: none
+    environment:
+      GREETING: ${GREETING:-unset}
+    volumes:
+      - ~/data:/data:ro
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "compose.yaml").write_text(STACK)
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "note").write_text("from the CLI's home\n")
+    return folder
+
+
+@pytest.fixture
+def stack(container_root: Path, tmp_path: Path, project: Path) -> Iterator[Stack]:
+    base = {**os.environ, "STACK_ROOT": str(container_root),
+            "STACK_SOCKET": str(tmp_path / "stack.sock")}
+    base.pop("GREETING", None)
+
+    def run(*args: str, cwd: Path = project, env: dict[str, str] | None = None,
+            stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
+                                cwd=cwd, env={**base, **(env or {})}, input=stdin,
+                                capture_output=True, text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    run("ls")  # the engine starts here: without GREETING, and with the test's own HOME
+    try:
+        yield run
+    finally:
+        run("down", check=False)
+        run("engine", "stop", check=False)
+
+
+def test_the_clis_environment_and_home_are_used_not_the_engines(
+    stack: Stack, tmp_path: Path
+) -> None:
+    home = str(tmp_path / "home")
+    shown = stack("run", "--rm", "-T", "app", "sh", "-c", 'echo "$GREETING"; cat /data/note',
+                  env={"GREETING": "hello", "HOME": home})
+    assert shown.stdout == "hello\nfrom the CLI's home\n"
+    unset = stack("run", "--rm", "-T", "app", "sh", "-c", 'echo "$GREETING"',
+                  env={"HOME": home})
+    assert unset.stdout == "unset\n"
+
+
+def test_files_are_found_from_the_clis_working_directory(
+    stack: Stack, tmp_path: Path, project: Path
+) -> None:
+    deeper = project / "sub" / "dir"
+    deeper.mkdir(parents=True)
+    assert stack("config", "--services", cwd=deeper).stdout == "app\n"  # the local loader
+    stack("run", "-d", "app", "sleep", "60", cwd=deeper,  # the engine's
+          env={"HOME": str(tmp_path / "home")})
+    outside = stack("-f", "proj/compose.yaml", "ps", "--services", cwd=tmp_path)
+    assert outside.stdout == "app\n"
+
+
+def test_a_mistake_is_one_line_naming_the_file_as_typed(stack: Stack, project: Path) -> None:
+    (project / "compose.yaml").write_text("services:\n  app:\n    image: [busybox\n")
+    failed = stack("up", "-d", check=False)
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert len(lines) == 1, failed.stderr
+    assert lines[0].startswith("error: compose.yaml:4:1: invalid YAML"), lines[0]
+    assert failed.stderr == stack("config", check=False).stderr  # as the local loader says it
+    missing = stack("-f", "nowhere.yaml", "ps", check=False)
+    assert missing.stderr == "error: nowhere.yaml: stack file not found\n"
+
+
+def test_stdin_is_still_read_by_the_cli(stack: Stack, tmp_path: Path) -> None:
+    ran = stack("-p", "fromstdin", "-f", "-", "run", "--rm", "-T", "piped", "echo", "ran",
+                cwd=tmp_path, stdin="services:\n  piped: {image: busybox, network_mode: none}\n")
+    assert ran.stdout == "ran\n"
+
+
+def test_bad_load_requests_are_refused(stack: Stack, tmp_path: Path) -> None:
+    client = EngineClient(str(tmp_path / "stack.sock"))
+    try:
+        for body, expected in [
+            ({"environment": {}}, "cwd"),
+            ({"cwd": "relative", "environment": {}}, "absolute"),
+            ({"cwd": "/", "environment": {"A": 1}}, "environment"),
+            ({"cwd": "/", "environment": {}, "files": [3]}, "files"),
+            ({"cwd": "/", "environment": {}, "files": ["-"]}, "stdin"),
+            ({"cwd": "/", "environment": {}, "unknown": True}, "unknown"),
+        ]:
+            with pytest.raises(EngineError) as refused:
+                client.request("POST", "/v1/stacks/load", body)
+            assert refused.value.status == 400
+            assert expected in str(refused.value)
+    finally:
+        client.close()
