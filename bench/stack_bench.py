@@ -420,6 +420,9 @@ def main() -> None:
                 print("note: this stack has no `run` verb yet: run --rm is skipped")
             for count in sizes:
                 results[count]["stack"] = measure(ours, projects[count], count, args.runs)
+        except BaseException:
+            show_log_tail(root / "state" / "stackd.log")  # the workdir goes with the run
+            raise
         finally:
             ours.close()
         if args.docker:
@@ -431,6 +434,12 @@ def main() -> None:
             report(count, results[count])
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def show_log_tail(path: Path, lines: int = 40) -> None:
+    with contextlib.suppress(OSError):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- the last lines of {path.name}:", *tail, sep="\n", file=sys.stderr)
 
 
 if __name__ == "__main__":
