@@ -19,6 +19,16 @@ import trio
 from orchestrator.runtime.network import links
 from orchestrator.runtime.network.owner import Owner
 
+# A web server on 8080 behind a published port, for the tests of ports across state roots.
+HTTP_SERVICE = """
+    services:
+      web:
+        image: busybox
+        ports: ["{ports}"]
+        command: >-
+          sh -c 'mkdir -p /www && echo published > /www/index.html &&
+          httpd -f -p 8080 -h /www'
+"""
 
 def nft_tables() -> list[str]:
     listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)

@@ -7,22 +7,12 @@ import socket
 import pytest
 import trio
 from support.containers import ServiceRunner
-from support.host_network import fetch, free_port, host_address
+from support.host_network import HTTP_SERVICE, fetch, free_port, host_address
 
 from orchestrator.runtime.containers.state import container_ids
 from orchestrator.spec.errors import StackError
 
 pytestmark = pytest.mark.trio
-
-HTTP_SERVICE = """
-    services:
-      web:
-        image: busybox
-        ports: ["{ports}"]
-        command: >-
-          sh -c 'mkdir -p /www && echo published > /www/index.html &&
-          httpd -f -p 8080 -h /www'
-"""
 
 UDP_ECHO = """
     services:

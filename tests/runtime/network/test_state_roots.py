@@ -10,23 +10,20 @@ from pathlib import Path
 import pytest
 import trio
 from support.containers import ServiceRunner
-from support.host_network import fetch, free_port, host_address, nft_tables, root_leftovers
+from support.host_network import (
+    HTTP_SERVICE,
+    fetch,
+    free_port,
+    host_address,
+    nft_tables,
+    root_leftovers,
+)
 
 from orchestrator.runtime.containers.state import container_ids
 from orchestrator.runtime.network import links
 from orchestrator.runtime.network.manager import NetworkManager
 
 pytestmark = pytest.mark.trio
-
-HTTP_SERVICE = """
-    services:
-      web:
-        image: busybox
-        ports: ["{ports}"]
-        command: >-
-          sh -c 'mkdir -p /www && echo published > /www/index.html &&
-          httpd -f -p 8080 -h /www'
-"""
 
 
 @pytest.fixture
