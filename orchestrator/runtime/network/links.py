@@ -104,6 +104,8 @@ def ensure_bridge(
 def delete_link(name: str, owner: Owner, *, recorded: bool = False) -> bool:
     """Delete the link `name` if it is `owner`'s (see `is_ours`; `recorded`: a record of
     the owner names it); True when it was deleted. Nothing if it is gone or not ours."""
+    if not os.path.exists(f"/sys/class/net/{name}"):
+        return False  # the usual case for a veth: it went with its container's namespace
     with IPRoute() as ip:
         found = _get(ip, name)
         if found is None or not is_ours(found[1], owner, recorded=recorded):

@@ -39,6 +39,8 @@ import os
 import re
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
 from collections.abc import Collection, Iterable
 
@@ -53,20 +55,43 @@ _OUR_COMMENT = re.compile(rf'--comment "?{re.escape(MARK_PREFIX)}')
 _SET_ELEMENTS = re.compile(r"set bridges \{[^}]*?elements = \{([^}]*)\}", re.DOTALL)
 
 
+# nfnetlink: NFT_MSG_GETGEN of the nf_tables subsystem, and the generation attribute
+_NETLINK_NETFILTER = 12
+_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN
+_NLM_F_REQUEST, _NLMSG_ERROR, _NFTA_GEN_ID = 0x1, 0x2, 1
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+_NFGENMSG = struct.Struct("=BBH")  # family, version, resource id
+
+
 def generation() -> int | None:
     """The kernel's ruleset generation: it changes whenever any nftables ruleset on
-    the host changes (ours, Docker's iptables-nft rules, anyone's). Reading it is a
-    netlink round trip, far cheaper than running `nft`; None when it cannot be read."""
+    the host changes (ours, Docker's iptables-nft rules, anyone's). One netlink request
+    on a socket of our own (a netlink library would cost milliseconds to set itself up
+    for these few bytes, at every container start and removal); None when it cannot
+    be read, and callers then simply apply every time."""
+    request = _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
+    message = _HEADER.pack(_HEADER.size + len(request), _GETGEN, _NLM_F_REQUEST, 1, 0)
     try:
-        from pyroute2.netlink import NLM_F_REQUEST
-        from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, nft_gen_msg
-        from pyroute2.nftables.main import NFTables
-
-        with NFTables() as socket:
-            reply = socket.request_get(nft_gen_msg(), NFT_MSG_GETGEN, NLM_F_REQUEST)
-        return int(reply[0].get_attr("NFTA_GEN_ID"))
-    except Exception:  # an old kernel or library: callers then simply apply every time
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
+            sock.settimeout(1.0)
+            sock.send(message + request)
+            reply = sock.recv(4096)
+    except OSError:
         return None
+    if len(reply) < _HEADER.size + _NFGENMSG.size:
+        return None
+    _, kind, _, _, _ = _HEADER.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        return None
+    offset = _HEADER.size + _NFGENMSG.size
+    while offset + 4 <= len(reply):  # attributes: length, type, value, padded to 4
+        length, attribute = struct.unpack_from("=HH", reply, offset)
+        if length < 4:
+            return None
+        if attribute & 0x3FFF == _NFTA_GEN_ID and length >= 8:
+            return int(struct.unpack_from("!I", reply, offset + 4)[0])
+        offset += (length + 3) & ~3
+    return None
 
 
 def _replace(table: str) -> str:

@@ -489,3 +489,19 @@ def test_our_bridge_works_beside_a_running_dockerd(dockerd: None) -> None:
             sh("iptables", "-P", "FORWARD", "ACCEPT", check=False)
         lab.close()
         sh("ip", "link", "del", network["bridge"], check=False)
+
+
+def test_the_ruleset_generation_moves_with_every_change_on_the_host() -> None:
+    from orchestrator.runtime.network.nftables import generation
+
+    before = generation()
+    assert isinstance(before, int)
+    assert generation() == before  # reading it changes nothing
+    table = f"gentest_{os.getpid()}"
+    subprocess.run(["nft", "add", "table", "ip", table], check=True)
+    try:
+        added = generation()
+        assert added is not None and added > before
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+    assert generation() > added
