@@ -117,7 +117,8 @@ class LayerStore:
             with blob_file:
                 blob = HashingReader(cast(BinaryIO, blob_file))
                 try:
-                    result = unpack_layer_tar(cast(BinaryIO, blob), media_type, work / "diff")
+                    result = unpack_layer_tar(cast(BinaryIO, blob), media_type, work / "diff",
+                                              plain_digest=lambda: blob.digest)
                 except StackError as error:
                     raise StackError(f"layer {digest}: {error}") from None
                 blob.drain()

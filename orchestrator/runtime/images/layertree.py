@@ -18,10 +18,19 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
+from orchestrator.runtime.images.layerwriters import (
+    FileJob,
+    FileWriters,
+    create_file,
+    finish_file,
+    process_umask,
+    set_xattrs,
+    write_all,
+)
 from orchestrator.spec.errors import StackError
 
 Parts = tuple[str, ...]
@@ -29,8 +38,9 @@ Owner = tuple[int, int]
 Times = tuple[int, int]  # (atime_ns, mtime_ns)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CHUNK = 1 << 20
 _MAX_CACHED_DIRS = 256  # open fds; well under the usual limit of 1024
+_DEFAULT_ACL = "system.posix_acl_default"
+_ALL_MASKED = 0o7777
 
 
 def entry_parts(name: str) -> Parts:
@@ -91,7 +101,11 @@ def _check_symlink_target(parts: Parts, name: str, target: str) -> None:
 
 
 class LayerTree:
-    """An open layer directory that entries are written into, one at a time."""
+    """An open layer directory that entries are written into, in tar order.
+
+    Small regular files may be written by a writer thread (layerwriters.py);
+    every other operation first waits for the pending writes it depends on.
+    """
 
     def __init__(self, dest: Path) -> None:
         created = not dest.exists()
@@ -99,6 +113,17 @@ class LayerTree:
         self._root = os.open(dest, _DIR_FLAGS)
         if created:
             os.fchmod(self._root, 0o755)  # a rootfs `/` unless the tar says otherwise
+        # The names this layer made, when it started from an empty directory: any
+        # other name is known not to exist, so a new entry is created without first
+        # looking for something to replace. None when `dest` had contents.
+        self._made: set[Parts] | None = set() if created or not os.listdir(dest) else None
+        self._writers = FileWriters()
+        # What creating a file with a mode leaves of it: the umask's doing, unless
+        # a default ACL decides instead (then every file gets fchmod, as if all
+        # bits were masked).
+        self._umask = process_umask()
+        if _DEFAULT_ACL in os.listxattr(self._root):
+            self._umask = _ALL_MASKED
         # Directories we walked to, by their components: entries of a tar come
         # grouped by directory, so most walks start from a cached fd. The root
         # is the () entry. Only removing a tree invalidates entries (its own).
@@ -115,6 +140,7 @@ class LayerTree:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._writers.close()  # before their directory fds are closed
         self._forget(())
         os.close(self._root)
 
@@ -134,12 +160,14 @@ class LayerTree:
         fd = self._dirs[dirs[:cached]]
         for depth in range(cached, len(dirs)):
             part = dirs[depth]
+            self._writers.wait_for(dirs[: depth + 1])  # a file being written there is no dir
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise
                 os.mkdir(part, 0o755, dir_fd=fd)
+                self._note_made(dirs[: depth + 1])
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as error:
                 if not isinstance(error, NotADirectoryError) and error.errno != errno.ELOOP:
@@ -167,11 +195,24 @@ class LayerTree:
 
     def _forget(self, tree: Parts) -> None:
         """Close the cached fds of `tree` and everything under it (the root stays)."""
+        self._writers.barrier()  # workers may be writing into any of them
         for key in [k for k in self._dirs if k[: len(tree)] == tree and k]:
             os.close(self._dirs.pop(key))
 
+    def _note_made(self, parts: Parts) -> None:
+        if self._made is not None:
+            self._made.add(parts)
+
     def _clear(self, parent: int, parts: Parts, keep_dir: bool) -> bool:
-        """Make room for a new entry at `parts`; True if a directory stays to merge into."""
+        """Make room for a new entry at `parts`; True if a directory stays to merge into.
+
+        The entry is then created at `parts`, so it counts as made from here on.
+        """
+        if self._made is not None and parts not in self._made:
+            self._made.add(parts)
+            return False  # a fresh tree has only what this layer made: nothing to replace
+        self._note_made(parts)
+        self._writers.wait_for(parts)  # a later entry replaces the earlier one, in order
         self._dir_times.pop(parts, None)
         try:
             existing = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
@@ -198,21 +239,34 @@ class LayerTree:
     # -- entries ----------------------------------------------------------------
 
     def write_file(
-        self, parts: Parts, name: str, source: BinaryIO, owner: Owner, mode: int,
-        times: Times, xattrs: dict[str, bytes],
+        self, parts: Parts, name: str, body: bytes | Callable[[int], bytes], size: int,
+        owner: Owner, mode: int, times: Times, xattrs: dict[str, bytes],
     ) -> None:
+        """A regular file of `size` bytes: `body` itself, or read by `body(most)` calls.
+
+        A body given whole is written by a worker thread; a streamed one (large
+        files, whose bytes are not all held at once) here, while workers go on.
+        """
         self._require_name(parts, name)
         parent = self._parent(parts, name)
         self._clear(parent, parts, keep_dir=False)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(parts[-1], flags, 0o600, dir_fd=parent)
+        if isinstance(body, bytes):
+            self._writers.submit(
+                FileJob(parts, name, parent, body, owner, mode, times, xattrs, self._umask)
+            )
+            return
+        fd = create_file(parent, parts[-1], mode)
         try:
-            while chunk := source.read(_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            self._apply_fd(fd, owner, mode, xattrs, name)
-            os.utime(fd, ns=times)
+            left = size
+            while left:
+                chunk = body(left)
+                if not chunk:
+                    raise StackError(
+                        f"layer is not a valid tar archive: entry {name!r} is cut short"
+                    )
+                write_all(fd, chunk)
+                left -= len(chunk)
+            finish_file(fd, name, owner, mode, times, xattrs, self._umask)
         finally:
             os.close(fd)
 
@@ -220,6 +274,8 @@ class LayerTree:
         self, parts: Parts, name: str, owner: Owner, mode: int, times: Times,
         xattrs: dict[str, bytes],
     ) -> None:
+        if _DEFAULT_ACL in xattrs:
+            self._umask = _ALL_MASKED
         if not parts:
             fd = os.dup(self._root)
         else:
@@ -243,12 +299,14 @@ class LayerTree:
         self._clear(parent, parts, keep_dir=False)
         os.symlink(target, parts[-1], dir_fd=parent)
         os.chown(parts[-1], *owner, dir_fd=parent, follow_symlinks=False)
-        self._set_xattrs(self._proc(parent, parts[-1]), xattrs, name)
+        set_xattrs(self._proc(parent, parts[-1]), xattrs, name)
         os.utime(parts[-1], ns=times, dir_fd=parent, follow_symlinks=False)
 
     def hardlink(self, parts: Parts, name: str, target: Parts, linkname: str) -> None:
         """A second name for a file this layer already wrote (never for anything else)."""
         self._require_name(parts, name)
+        self._writers.wait_for(target)
+        self._writers.wait_for(parts)
         missing = StackError(
             f"layer entry {name!r} is a hardlink to {linkname!r}, "
             "which is not in the layer (yet); refusing to unpack it"
@@ -309,10 +367,12 @@ class LayerTree:
     def mark_opaque(self, dirs: Parts, name: str) -> None:
         """`dir/.wh..wh..opq` -> xattr trusted.overlay.opaque=y: hide all of lower `dir`."""
         self._trim()
+        self._note_made(dirs)
         os.setxattr(self._dir(dirs, name, create=True), "trusted.overlay.opaque", b"y")
 
     def finish(self) -> None:
         """Set directory times, deepest first, now that their contents are written."""
+        self._writers.barrier()
         for parts in sorted(self._dir_times, key=len, reverse=True):
             times = self._dir_times[parts]
             if not parts:
@@ -337,7 +397,7 @@ class LayerTree:
     ) -> None:
         os.fchown(fd, *owner)  # before chmod: chown clears setuid/setgid bits
         os.fchmod(fd, mode)
-        self._set_xattrs(fd, xattrs, name)
+        set_xattrs(fd, xattrs, name)
 
     def _apply_path(
         self, parent: int, leaf: str, owner: Owner, mode: int, times: Times,
@@ -349,20 +409,7 @@ class LayerTree:
             by_fd = f"/proc/self/fd/{fd}"
             os.chown(by_fd, *owner)
             os.chmod(by_fd, mode)
-            self._set_xattrs(self._proc(parent, leaf), xattrs, name)
+            set_xattrs(self._proc(parent, leaf), xattrs, name)
             os.utime(by_fd, ns=times)
         finally:
             os.close(fd)
-
-    @staticmethod
-    def _set_xattrs(target: int | str, xattrs: dict[str, bytes], name: str) -> None:
-        for key, value in xattrs.items():
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, key, value)
-                else:
-                    os.setxattr(target, key, value, follow_symlinks=False)
-            except OSError as error:
-                raise StackError(
-                    f"cannot set xattr {key!r} on layer entry {name!r}: {error.strerror}"
-                ) from None

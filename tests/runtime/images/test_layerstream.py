@@ -10,8 +10,19 @@ import zlib
 
 import pytest
 
+from orchestrator.runtime.images import layerstream
 from orchestrator.runtime.images.layerstream import CHUNK, DecompressedLayer
 from orchestrator.spec.errors import StackError
+
+
+@pytest.fixture(autouse=True, params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """gzip behaves the same whether ISA-L is installed or zlib stands in for it."""
+    if request.param == "isal":
+        pytest.importorskip("isal")
+        assert layerstream.inflate_module.__name__ == "isal.isal_zlib"
+    else:
+        monkeypatch.setattr(layerstream, "inflate_module", zlib)
 
 
 def read_all(blob: bytes, piece: int = 10240) -> tuple[bytes, str]:
@@ -48,7 +59,7 @@ def test_damaged_gzip_is_one_clear_error(damage: str) -> None:
         read_all(blob)
 
 
-def test_a_reader_that_gives_up_early_stops_the_thread() -> None:
+def test_a_reader_that_gives_up_early_stops_the_threads() -> None:
     blob = zlib.compress(b"x")  # not gzip: read as a plain tar
     before = threading.active_count()
     big = gzip.compress(b"y" * (32 * CHUNK))
@@ -56,3 +67,24 @@ def test_a_reader_that_gives_up_early_stops_the_thread() -> None:
         with DecompressedLayer(io.BytesIO(data)) as layer:
             layer.read(10)
     assert threading.active_count() == before
+
+
+def test_an_uncompressed_layer_takes_its_diff_id_from_the_blobs_own_digest() -> None:
+    tar = bytes(range(256)) * 4000
+    asked = []
+
+    def blob_digest() -> str:  # the store's verifying reader knows it once all is read
+        asked.append(True)
+        return "sha256:" + hashlib.sha256(tar).hexdigest()
+
+    with DecompressedLayer(io.BytesIO(tar), blob_digest) as layer:
+        assert layer.read() == tar
+    assert layer.digest == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert asked == [True]  # not hashed a second time here
+
+
+def test_a_compressed_layer_hashes_what_it_inflates_whatever_the_blob_digest() -> None:
+    tar = b"x" * 300000
+    with DecompressedLayer(io.BytesIO(gzip.compress(tar)), lambda: "sha256:" + "0" * 64) as layer:
+        assert layer.read() == tar
+    assert layer.digest == "sha256:" + hashlib.sha256(tar).hexdigest()

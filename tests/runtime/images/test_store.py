@@ -211,10 +211,10 @@ def test_concurrent_unpacks_of_one_layer_unpack_it_once(store, monkeypatch):
     calls = []
     real = unpack_module.unpack_layer_tar
 
-    def slow_unpack(*args):
+    def slow_unpack(*args, **options):
         calls.append(threading.get_ident())
         time.sleep(0.3)
-        return real(*args)
+        return real(*args, **options)
 
     monkeypatch.setattr(unpack_module, "unpack_layer_tar", slow_unpack)
     results = []
@@ -241,8 +241,8 @@ def test_concurrent_unpacks_in_two_processes_unpack_once(tmp_path):
         "import orchestrator.runtime.images.unpack as u\n"
         "from orchestrator.runtime.images.store import ImageStore\n"
         "real = u.unpack_layer_tar\n"
-        "def slow(*a):\n"
-        "    open(sys.argv[2], 'a').write('unpack\\n'); time.sleep(0.5); return real(*a)\n"
+        "def slow(*a, **o):\n"
+        "    open(sys.argv[2], 'a').write('unpack\\n'); time.sleep(0.5); return real(*a, **o)\n"
         "u.unpack_layer_tar = slow\n"
         f"print(ImageStore(sys.argv[1]).unpack_layer({blob!r}, {MEDIA_TYPES['gzip']!r}, None))\n"
     )

@@ -262,3 +262,20 @@ def test_device_nodes_where_mknod_is_not_permitted_give_a_clear_error(tmp_path, 
         unpack(tmp_path, tar(node("dev/null", tarfile.CHRTYPE, 1, 3)))
     with pytest.raises(StackError, match=r"whiteout for layer entry 'etc/\.wh\.x'.*CAP_MKNOD"):
         unpack(tmp_path / "2", tar(file("etc/.wh.x")))
+
+
+def test_files_get_their_exact_mode_under_a_default_acl_of_the_layer(tmp_path):
+    # user::rwx group::r-x other::--- as the kernel stores a default ACL: it, not
+    # the umask, decides what a new file's mode keeps.
+    acl = b"\x02\x00\x00\x00" + b"".join(
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + b"\xff\xff\xff\xff"
+        for tag, perm in ((0x01, 7), (0x04, 5), (0x20, 0))
+    )
+    plain = tar(
+        directory("d", pax_headers={
+            "SCHILY.xattr.system.posix_acl_default": acl.decode("utf-8", "surrogateescape"),
+        }),
+        file("d/f", b"x", mode=0o644),
+    )
+    dest, _ = unpack(tmp_path, plain)
+    assert stat.S_IMODE(os.lstat(dest / "d/f").st_mode) == 0o644
