@@ -12,6 +12,10 @@ command as a user types it (interpreter or binary start included), the median
 over --runs cycles of: `up -d` on nothing, `up -d` again (changes nothing),
 `run --rm s01 true` (only when this `stack` has the `run` verb), `down`. The
 engine is started before the first timing: its start is not an `up`'s cost.
+The CLI is the interpreter running this script, so run it from a virtualenv
+with the project installed as a user installs it, `pip install .`: an editable
+install (`pip install -e .`) adds its import hook, some 20 ms, to every command
+(the bench says which kind it runs).
 
 Memory, with the N services running: the engine's own processes (stackd and the
 keeper; for Docker dockerd, containerd and one containerd-shim per container),
@@ -403,6 +407,7 @@ def main() -> None:
     if args.docker and not args.compose:
         raise SystemExit("--docker: no compose binary; give --compose PATH")
     sizes = [int(n) for n in args.services.split(",")]
+    print(f"stack CLI: {sys.executable} -m orchestrator.cli.main, {install_kind()}", flush=True)
     os.environ["STACK_CGROUP_PARENT"] = f"stack/bench-{os.getpid()}"
     root = Path(tempfile.mkdtemp(prefix="stack-bench-", dir=args.workdir))
     results: dict[int, dict[str, Result]] = {n: {} for n in sizes}
@@ -434,6 +439,16 @@ def main() -> None:
             report(count, results[count])
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def install_kind() -> str:
+    """`pip install .` (a user's) or an editable install / source tree (slower to start)."""
+    where = "import orchestrator; print(orchestrator.__file__)"
+    found = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True,
+                           cwd="/").stdout.strip()
+    if "site-packages" in found:
+        return "installed (pip install .)"
+    return "editable install or source tree: every command starts some 20 ms slower"
 
 
 def show_log_tail(path: Path, lines: int = 40) -> None:

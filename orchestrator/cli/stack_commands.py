@@ -43,10 +43,15 @@ def run_stack_command(args: argparse.Namespace) -> int:
 # --- the engine -------------------------------------------------------------------------
 
 
+_answered: set[str] = set()  # sockets an engine answered on, during this command
+
+
 def connect() -> EngineClient:
     """A client for the engine, which is started first when nobody answers."""
-    client = EngineClient(default_socket_path())
-    if client.is_running():
+    path = default_socket_path()
+    client = EngineClient(path)
+    if path in _answered or client.is_running():
+        _answered.add(path)  # asking again within one command is a round trip for nothing
         return client
     import subprocess  # here: only a start needs it, and it costs every command its import
     from pathlib import Path
@@ -62,6 +67,7 @@ def connect() -> EngineClient:
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
     while time.monotonic() < deadline:
         if client.is_running():
+            _answered.add(path)
             return client
         time.sleep(0.02)
     raise StackError(f"the stack engine did not start; see {root / 'stackd.log'}")

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from orchestrator.spec.errors import StackError
@@ -76,16 +75,25 @@ def word(action: str, status: str, words: dict[str, tuple[str, str]] = WORDS) ->
     return working if status == "working" else done
 
 
-@dataclass
 class Entry:
-    """One resource's line: what it is doing and since when."""
+    """One resource's line: what it is doing and since when.
 
-    resource: str
-    word: str
-    state: str  # working, done or error
-    began: float
-    ended: float | None = None
-    message: str = ""
+    A plain class: `dataclasses` imports `inspect`, which costs a short command
+    more than everything else it shows."""
+
+    __slots__ = ("resource", "word", "state", "began", "ended", "message")
+
+    def __init__(self, resource: str, word: str, state: str, began: float,
+                 ended: float | None = None, message: str = "") -> None:
+        self.resource = resource
+        self.word = word
+        self.state = state  # working, done or error
+        self.began = began
+        self.ended = ended
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Entry({self.resource!r}, {self.word!r}, {self.state!r})"
 
 
 class ProgressDisplay:
