@@ -27,6 +27,7 @@ response could start a loop between two servers).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -323,7 +324,9 @@ def _name_key(name: str) -> str:
 
 
 def _address_order(address: str) -> tuple[int, str]:
+    # inet_aton, not ipaddress: the index is rebuilt at every container start and
+    # removal, over every endpoint, and ipaddress parses in Python.
     try:
-        return int(ipaddress.ip_address(address)), address
-    except ValueError:
+        return int.from_bytes(socket.inet_aton(address), "big"), address
+    except OSError:
         return 0, address

@@ -46,6 +46,16 @@ def _index(ip: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
+def _host_index(name: str) -> int | None:
+    """A host link's index from sysfs: a file read, where a netlink request through the
+    library costs a millisecond or more (a container start made several)."""
+    try:
+        with open(f"/sys/class/net/{name}/ifindex", "rb") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _get(ip: IPRoute, name: str) -> tuple[int, str] | None:
     """The link's index and alias ("" without one), or None when there is no such link."""
     try:
@@ -149,11 +159,11 @@ def attach(
     """A veth from `bridge` into the network namespace of process `pid`, named `ifname`
     there, with its address; the default route via `gateway` when given. The host end
     is marked as `owner`'s."""
+    master = _host_index(bridge)
+    if master is None:
+        raise StackError(f"bridge {bridge} does not exist")
     with IPRoute() as ip:
-        master = _index(ip, bridge)
-        if master is None:
-            raise StackError(f"bridge {bridge} does not exist")
-        stale = _get(ip, host_veth)
+        stale = _get(ip, host_veth) if _host_index(host_veth) is not None else None
         if stale is not None:
             # Left by a crash (this container is new, the name is in its record), unless
             # another state root's: its names come from other random ids, never replaced.
@@ -166,7 +176,7 @@ def attach(
             ip.link("add", ifname=host_veth, kind="veth", mtu=mtu, peer=peer)
         except NetlinkError as error:
             raise StackError(f"cannot create {host_veth}: {error.args[-1]}") from None
-        index = _index(ip, host_veth)
+        index = _host_index(host_veth)
         ip.link("set", index=index, master=master, state="up", IFLA_IFALIAS=owner.link_alias)
     # Hairpin: a container reaching its own published port through the host address
     # gets its packet back out of the port it came in by.
