@@ -46,13 +46,48 @@ async def run_engine(root: Path, socket: Path) -> None:
                 async for _ in signals:
                     stopping.set()
 
+        async def on_dump_request() -> None:
+            with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+                async for _ in signals:
+                    print(describe_tasks(), file=sys.stderr, flush=True)
+
         nursery.start_soon(on_signals)
+        nursery.start_soon(on_dump_request)
         await stopping.wait()
         # Answer the request that asked us to stop, let others finish, then go; the
         # containers stay with the keeper.
         server.stop()
         await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
+
+
+def describe_tasks() -> str:
+    """Every task of the engine and where it waits, innermost call last: what
+    `kill -USR1 <stackd>` writes into stackd.log when an operation seems stuck."""
+    lines = [f"stackd {os.getpid()}: tasks"]
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        lines.append(f"{'  ' * depth}- {task.name}")
+        for place in _awaiting(task.coro):
+            lines.append(f"{'  ' * depth}    at {place}")
+        for nursery in task.child_nurseries:
+            for child in sorted(nursery.child_tasks, key=lambda t: t.name):
+                walk(child, depth + 1)
+
+    walk(trio.lowlevel.current_root_task(), 0)
+    return "\n".join(lines)
+
+
+def _awaiting(coro: object) -> list[str]:
+    places = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) \
+            or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            places.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) \
+            or getattr(coro, "ag_await", None)
+    return places
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,8 @@ after the other. Supervision — healthchecks, restart policies — lives in
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,8 @@ from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.runtime.volumes import VolumeStore, volumes_in_use
 from orchestrator.spec.errors import StackError
 
+logger = logging.getLogger(__name__)
+
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 PROJECT_LABEL = "com.docker.compose.project"
 
@@ -78,8 +82,26 @@ class Engine:
             await trio.to_thread.run_sync(self.runtime.clean_leftovers)
             await self.networks.reconcile({c.id for c in self.runtime.list()})
             await self.networks.serve_dns()
+            await self._finish_interrupted_starts()
             await nursery.start(self.supervisor.run)
             task_status.started()
+
+    async def _finish_interrupted_starts(self) -> None:
+        """An engine killed between starting a container (held before its command) and
+        plugging its networks leaves it waiting for ever, running in name only: finish
+        those starts. A one-off's client has gone with that engine: end it instead."""
+        for container_id in await self.runtime.held():
+            try:
+                container = self.runtime.get(container_id)
+                if dict(container.spec.labels).get("com.docker.compose.oneoff") == "True":
+                    await self.runtime.kill(container_id, "SIGKILL")
+                    continue
+                await self.networks.plug(container_id, container.state.pid)
+                await self.runtime.release(container_id)
+            except StackError as error:
+                logger.warning("container %s: finishing its start: %s", container_id[:12], error)
+                with contextlib.suppress(StackError):
+                    await self.runtime.kill(container_id, "SIGKILL")
 
     def lock(self, project: str) -> trio.Lock:
         return self._locks.setdefault(project, trio.Lock())

@@ -3,6 +3,7 @@ log prefixes on a terminal (a pseudo-terminal here), attached `up`'s Ctrl-C, `do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -119,7 +120,8 @@ def stack(env: dict[str, str], tmp_path: Path, container_root: Path) -> Iterator
             terminal.close()
         for project in ("proj", "other"):
             if (tmp_path / project / "compose.yaml").exists():
-                run("down", check=False, cwd=project)
+                with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes
+                    run("down", check=False, cwd=project)
         for tag in ("rmi-web:1", "rmi-shared:1"):
             run("image", "rm", tag, check=False)
         run("engine", "stop", check=False)

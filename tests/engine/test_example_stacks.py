@@ -3,6 +3,7 @@ the host's own userland (no image, no download)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,7 +48,8 @@ def stack_in(container_root: Path, tmp_path: Path) -> Iterator[Callable[[str], S
         yield open_stack
     finally:
         for run in used:
-            run("down", "-v", check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes
+                run("down", "-v", check=False)
         if used:
             used[0]("engine", "stop", check=False)
     assert root_leftovers(container_root) == []

@@ -3,6 +3,7 @@ on pipes, and on a terminal of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -75,7 +76,8 @@ def stack(env: dict[str, str], project: Path, container_root: Path) -> Iterator[
         yield run
     finally:
         made = host_links(container_root)
-        run("down", check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
+            run("down", check=False)
         run("engine", "stop", check=False)
     # Only this state root's links: other engines on the host may have theirs.
     assert made and set(made).isdisjoint(links.our_links())

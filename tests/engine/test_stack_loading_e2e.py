@@ -7,6 +7,7 @@ the file as the user typed it; `-f -` still reads the CLI's stdin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def stack(container_root: Path, tmp_path: Path, project: Path) -> Iterator[Stack
     try:
         yield run
     finally:
-        run("down", check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
+            run("down", check=False)
         run("engine", "stop", check=False)
 
 
@@ -126,3 +128,22 @@ def test_bad_load_requests_are_refused(stack: Stack, tmp_path: Path) -> None:
             assert expected in str(refused.value)
     finally:
         client.close()
+
+
+def test_sigusr1_makes_the_engine_write_its_tasks_into_its_log(
+    stack: Stack, container_root: Path
+) -> None:
+    import signal
+    import time
+
+    pid = int((container_root / "stackd.lock").read_text())
+    log = container_root / "stackd.log"
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while f"stackd {pid}: tasks" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "no task list in stackd.log"
+        time.sleep(0.05)
+    listed = log.read_text(errors="replace").split(f"stackd {pid}: tasks")[-1]
+    assert "- orchestrator.engine.http.serve" in listed
+    assert "_accept" in listed  # where it waits: for the next connection
+    assert stack("ls").returncode == 0  # and it goes on serving

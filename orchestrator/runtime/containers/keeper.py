@@ -15,7 +15,7 @@ log lines when inotify says the output files grew. Everything else — specs,
 signals, volumes — stays in the library, in the caller's process.
 
 Requests: {"op": "ping"}, {"op": "start", "id", "hold", "stdio"} (+ stdio fds by
-SCM_RIGHTS when "stdio" is true), {"op": "release", "id"},
+SCM_RIGHTS when "stdio" is true), {"op": "release", "id"}, {"op": "held"},
 {"op": "exec", "id", "process", "tty"} (+ stdio fds by SCM_RIGHTS),
 {"op": "wait", "id"}, {"op": "shutdown"}. Replies are JSON lines too.
 """
@@ -220,6 +220,8 @@ class Keeper:
                         attached=bool(request.get("stdio")))
         elif op == "release":
             self._release(client, request["id"])
+        elif op == "held":  # starts a client began and never released (it died meanwhile)
+            self._reply(client, {"ids": sorted(self.held)})
         elif op == "exec":
             self._exec(client, request)
         elif op == "wait":

@@ -229,6 +229,11 @@ class ContainerRuntime:
             raise ContainerError(f"cannot start container {container.name}: {reply['error']}")
         return int(reply["pid"])
 
+    async def held(self) -> list[str]:
+        """The containers started with `hold` and never released: their starter died."""
+        reply = await self.keeper.request({"op": "held"})
+        return [str(i) for i in reply.get("ids", [])]
+
     async def release(self, name_or_id: str) -> None:
         container = self.get(name_or_id)
         reply = await self.keeper.request({"op": "release", "id": container.id})
