@@ -92,9 +92,9 @@ class Api:
         services = tuple(str(s) for s in options.get("services") or ())
         dry_run = bool(options.get("dry_run"))
         self.engine.plan(record, up, services)  # a bad request fails now, as an HTTP error
-        return Stream(progress_stream(
+        return progress_stream(
             lambda emit: self.engine.up(record, up, emit, services=services, dry_run=dry_run)
-        ))
+        )
 
     async def down(self, request: Request) -> Stream:
         body = request.json_object({"remove_orphans": bool, "volumes": bool, "rmi": str,
@@ -103,10 +103,10 @@ class Api:
         rmi = body.get("rmi")
         if rmi is not None and rmi not in ("local", "all"):
             raise HttpError(400, "request body: field 'rmi' must be 'local' or 'all'")
-        return Stream(progress_stream(lambda emit: self.engine.down(
+        return progress_stream(lambda emit: self.engine.down(
             project, emit, remove_orphans=bool(body.get("remove_orphans")),
             volumes=bool(body.get("volumes")), timeout=body.get("timeout"), rmi=rmi,
-        )))
+        ))
 
     async def containers(self, request: Request) -> Response:
         project = request.query_str("project")

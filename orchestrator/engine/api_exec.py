@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -30,6 +29,7 @@ from orchestrator.engine.http import (
     Request,
     Response,
     Router,
+    Send,
     Stream,
     Upgrade,
     UpgradedStream,
@@ -189,7 +189,7 @@ class ExecRoutes:
         except StackError as error:
             raise HttpError(400, str(error)) from None
         if body.get("detach"):
-            return Stream(self._run_detached(record, options))
+            return self._run_detached(record, options)
         size = _size(body)
         return Upgrade(lambda stream: self._run_attached(stream, record, options, size))
 
@@ -215,40 +215,31 @@ class ExecRoutes:
             interactive=bool(body.get("interactive", True)), remove=bool(body.get("rm")),
         )
 
-    async def _run_detached(self, record: ProjectRecord,
-                            options: oneoff.RunOptions) -> AsyncIterator[dict[str, Any]]:
+    def _run_detached(self, record: ProjectRecord, options: oneoff.RunOptions) -> Stream:
         from orchestrator.runtime.containers.service_container import start_container
 
-        send, receive = trio.open_memory_channel[dict[str, Any]](256)
+        async def run(send: Send) -> None:
+            async def emit(event: dict[str, Any]) -> None:
+                await send(progress_line(event))
 
-        async def emit(event: dict[str, Any]) -> None:
-            await send.send(progress_line(event))
-
-        async def run() -> None:
-            async with send:
-                try:
-                    container = await oneoff.prepare(self.engine, record, options, emit)
-                except StackError as error:
-                    await send.send({"error": str(error)})
-                    return
-                try:
-                    await start_container(self.engine.runtime, self.engine.networks,
-                                          container.id)
-                except StackError as error:
-                    if options.remove:
-                        await oneoff.remove(self.engine, container.id)
-                    await send.send({"error": str(error)})
-                    return
+            try:
+                container = await oneoff.prepare(self.engine, record, options, emit)
+            except StackError as error:
+                await send({"error": str(error)})
+                return
+            try:
+                await start_container(self.engine.runtime, self.engine.networks, container.id)
+            except StackError as error:
                 if options.remove:
-                    self._background().start_soon(oneoff.remove_when_exited, self.engine,
-                                                  container.id)
-                await send.send({"id": container.id, "name": container.name})
+                    await oneoff.remove(self.engine, container.id)
+                await send({"error": str(error)})
+                return
+            if options.remove:
+                self._background().start_soon(oneoff.remove_when_exited, self.engine,
+                                              container.id)
+            await send({"id": container.id, "name": container.name})
 
-        async with open_nursery() as nursery:
-            nursery.start_soon(run)
-            async with receive:
-                async for line in receive:
-                    yield line
+        return Stream(producer=run)
 
     def _background(self) -> trio.Nursery:
         """Where work that outlives a request runs: the supervisor's nursery, which lives

@@ -75,7 +75,7 @@ class LifecycleApi:
                 async with self.engine.lock(project):
                     return await operation(emit)
 
-            return Stream(progress_stream(locked))
+            return progress_stream(locked)
 
         return handle
 
@@ -113,7 +113,7 @@ class LifecycleApi:
                    if c.state.status in ("running", "paused")]
         if not running:
             raise HttpError(404, f"no running containers in project {project}")
-        return Stream(progress_stream(lambda emit: self.lifecycle.wait(running, emit)))
+        return progress_stream(lambda emit: self.lifecycle.wait(running, emit))
 
     async def images(self, request: Request) -> Response:
         project = request.params["project"]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
-
-from orchestrator.engine.http_routing import HttpError
-from orchestrator.runtime.nurseries import open_nursery
+from orchestrator.engine.http_routing import HttpError, Send, Stream
 from orchestrator.spec.errors import StackError
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -48,25 +45,18 @@ def progress_line(event: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-async def progress_stream(
-    operation: Callable[[Emit], Awaitable[Any]],
-) -> AsyncIterator[dict[str, Any]]:
-    """Run `operation` in the background, yielding its events (as ProgressEvents) as
-    they come; a user's mistake ends the stream with an error line."""
-    send, receive = trio.open_memory_channel[dict[str, Any]](256)
+def progress_stream(operation: Callable[[Emit], Awaitable[Any]]) -> Stream:
+    """A response streaming `operation`'s events as ProgressEvents as they come; a user's
+    mistake ends it with an error line. The operation runs as the stream's producer (see
+    `Stream`), so the client leaving cancels it."""
 
-    async def emit(event: dict[str, Any]) -> None:
-        await send.send(progress_line(event))
+    async def produce(send: Send) -> None:
+        async def emit(event: dict[str, Any]) -> None:
+            await send(progress_line(event))
 
-    async def run() -> None:
-        async with send:
-            try:
-                await operation(emit)
-            except StackError as error:
-                await send.send({"error": str(error)})
+        try:
+            await operation(emit)
+        except StackError as error:
+            await send({"error": str(error)})
 
-    async with open_nursery() as nursery:
-        nursery.start_soon(run)
-        async with receive:
-            async for event in receive:
-                yield event
+    return Stream(producer=produce)

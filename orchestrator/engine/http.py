@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -46,16 +47,18 @@ from orchestrator.engine.http_routing import (  # the handlers' vocabulary, used
     Result,
     Route,
     Router,
+    Send,
     Stream,
     Upgrade,
     UpgradedStream,
     check_object,
 )
+from orchestrator.runtime.nurseries import open_nursery
 from orchestrator.spec.errors import StackError
 
 __all__ = [
     "DEFAULT_MAX_BODY", "Handler", "HttpError", "HttpServer", "Request", "Response", "Result",
-    "Route", "Router", "Stream", "Upgrade", "UpgradedStream", "check_object", "serve",
+    "Route", "Router", "Send", "Stream", "Upgrade", "UpgradedStream", "check_object", "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -421,6 +424,10 @@ async def _send_stream(
     headers = [("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")]
     head = h11.Response(status_code=stream.status, headers=headers, reason=_reason(stream.status))
     await transport.send_all(conn.send(head))
+    if stream.producer is not None:
+        await _send_produced(conn, transport, stream.producer, request)
+        return
+    assert stream.items is not None
     items = aiter(stream.items)
     try:
         try:
@@ -450,6 +457,37 @@ async def _send_stream(
                 except Exception:
                     logger.exception("%s %s: closing the stream failed", request.method,
                                      request.path)
+
+
+async def _send_produced(
+    conn: h11.Connection, transport: trio.SocketStream,
+    producer: Callable[[Send], Awaitable[None]], request: Request,
+) -> None:
+    """What `producer` sends, a line each, while it runs in a task beside this loop; the
+    client leaving cancels it."""
+    send, receive = trio.open_memory_channel[Any](256)
+
+    async def produce() -> None:
+        async with send:
+            await producer(send.send)
+
+    line: dict[str, Any] | None = None
+    try:
+        async with open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with receive:
+                async for item in receive:
+                    await transport.send_all(conn.send(h11.Data(data=_json_bytes(item) + b"\n")))
+    except StackError as error:
+        line = {"error": str(error)}
+    except _GONE:
+        raise
+    except Exception as error:
+        logger.exception("%s %s failed while streaming", request.method, request.path)
+        line = {"error": _internal_message(error)}
+    if line is not None:
+        await transport.send_all(conn.send(h11.Data(data=_json_bytes(line) + b"\n")))
+    await transport.send_all(conn.send(h11.EndOfMessage()))
 
 
 async def _switch_protocols(

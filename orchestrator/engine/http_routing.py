@@ -154,12 +154,19 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+Send = Callable[[Any], Awaitable[None]]
+
+
 @dataclass
 class Stream:
-    """Newline-delimited JSON: each object the iterator yields, sent as it comes."""
+    """Newline-delimited JSON, sent as it comes: each object the iterator yields, or each
+    object the producer sends. A producer runs in a task of the request beside the loop
+    that sends; prefer it to an async generator that needs a nursery of its own (trio
+    cannot keep a nursery's cancel scope straight across a generator's `yield`)."""
 
-    items: AsyncIterable[Any]
+    items: AsyncIterable[Any] | None = None
     status: int = 200
+    producer: Callable[[Send], Awaitable[None]] | None = None
 
 
 class UpgradedStream(trio.abc.HalfCloseableStream):
