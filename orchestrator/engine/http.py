@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -424,27 +424,18 @@ async def _send_stream(
     headers = [("Content-Type", "application/x-ndjson"), ("Cache-Control", "no-cache")]
     head = h11.Response(status_code=stream.status, headers=headers, reason=_reason(stream.status))
     await transport.send_all(conn.send(head))
+
+    async def send_each(items: AsyncIterable[Any]) -> None:
+        async for item in items:
+            await transport.send_all(conn.send(h11.Data(data=_json_bytes(item) + b"\n")))
+
     if stream.producer is not None:
-        await _send_produced(conn, transport, stream.producer, request)
+        await _lines_then_end(conn, transport, request, _produced(stream.producer, send_each))
         return
     assert stream.items is not None
     items = aiter(stream.items)
     try:
-        try:
-            async for item in items:
-                await transport.send_all(conn.send(h11.Data(data=_json_bytes(item) + b"\n")))
-        except StackError as error:
-            line = {"error": str(error)}
-        except _GONE:
-            raise
-        except Exception as error:
-            logger.exception("%s %s failed while streaming", request.method, request.path)
-            line = {"error": _internal_message(error)}
-        else:
-            line = None
-        if line is not None:
-            await transport.send_all(conn.send(h11.Data(data=_json_bytes(line) + b"\n")))
-        await transport.send_all(conn.send(h11.EndOfMessage()))
+        await _lines_then_end(conn, transport, request, send_each(items))
     finally:
         # A generator suspended in the middle (the client left) runs its cleanup now,
         # bounded, and even when we are being cancelled ourselves.
@@ -459,11 +450,11 @@ async def _send_stream(
                                      request.path)
 
 
-async def _send_produced(
-    conn: h11.Connection, transport: trio.SocketStream,
-    producer: Callable[[Send], Awaitable[None]], request: Request,
+async def _produced(
+    producer: Callable[[Send], Awaitable[None]],
+    send_each: Callable[[AsyncIterable[Any]], Awaitable[None]],
 ) -> None:
-    """What `producer` sends, a line each, while it runs in a task beside this loop; the
+    """`producer` in a task beside the loop that sends what it produces, a line each; the
     client leaving cancels it."""
     send, receive = trio.open_memory_channel[Any](256)
 
@@ -471,13 +462,20 @@ async def _send_produced(
         async with send:
             await producer(send.send)
 
-    line: dict[str, Any] | None = None
+    async with open_nursery() as nursery:
+        nursery.start_soon(produce)
+        async with receive:
+            await send_each(receive)
+
+
+async def _lines_then_end(
+    conn: h11.Connection, transport: trio.SocketStream, request: Request,
+    sending: Awaitable[None],
+) -> None:
+    """Await the lines being sent, then end the stream: after an error line when they
+    stopped on a user's mistake or on our fault (a client gone ends nothing)."""
     try:
-        async with open_nursery() as nursery:
-            nursery.start_soon(produce)
-            async with receive:
-                async for item in receive:
-                    await transport.send_all(conn.send(h11.Data(data=_json_bytes(item) + b"\n")))
+        await sending
     except StackError as error:
         line = {"error": str(error)}
     except _GONE:
@@ -485,6 +483,8 @@ async def _send_produced(
     except Exception as error:
         logger.exception("%s %s failed while streaming", request.method, request.path)
         line = {"error": _internal_message(error)}
+    else:
+        line = None
     if line is not None:
         await transport.send_all(conn.send(h11.Data(data=_json_bytes(line) + b"\n")))
     await transport.send_all(conn.send(h11.EndOfMessage()))
