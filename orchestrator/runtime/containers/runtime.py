@@ -10,7 +10,6 @@ can pick a container up where another left it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import os
 import secrets
@@ -64,7 +63,6 @@ class ContainerRuntime:
         self.root = state_root / "containers"
         self.keeper = KeeperClient(self.root)
         self._configs: dict[str, tuple[str, LaunchSpec, dict[str, Any]]] = {}
-        self._states: dict[str, tuple[tuple[int, int, int], ContainerState]] = {}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -84,23 +82,10 @@ class ContainerRuntime:
                       dict(config.get("metadata", {})))
             self._configs[container_id] = cached
         name, spec, metadata = cached
-        return Container(container_id, name, spec, self._state(container_id, folder),
-                         dict(metadata))
-
-    def _state(self, container_id: str, folder: ContainerDir) -> ContainerState:
-        # state.json is replaced by a rename at every change, so an unchanged (inode, mtime,
-        # size) is an unchanged state; a stat costs a fraction of reading and parsing it, and
-        # the engine lists every container at each request.
-        try:
-            stat = os.stat(folder.state_path)
-        except OSError:
-            return folder.read_state()
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        cached = self._states.get(container_id)
-        if cached is None or cached[0] != key:
-            cached = (key, folder.read_state())
-            self._states[container_id] = cached
-        return copy.copy(cached[1])
+        # The state is read afresh every time: the keeper rewrites it, and (inode, mtime,
+        # size) cannot tell two versions apart (inodes are reused at once, and mtimes are
+        # as coarse as the kernel's tick).
+        return Container(container_id, name, spec, folder.read_state(), dict(metadata))
 
     def resolve(self, name_or_id: str) -> str:
         if len(name_or_id) == 64 and (self.root / name_or_id / "config.json").exists():
@@ -130,8 +115,6 @@ class ContainerRuntime:
         ids = container_ids(self.root)
         for stale in set(self._configs) - set(ids):
             del self._configs[stale]
-        for stale in set(self._states) - set(ids):
-            del self._states[stale]
         for container_id in ids:
             try:
                 containers.append(self._load(container_id))
@@ -277,10 +260,17 @@ class ContainerRuntime:
     async def stop(self, name_or_id: str, timeout: float | None = None) -> ContainerState:
         """The stop signal, then SIGKILL once the grace period has passed."""
         container = self.get(name_or_id)
-        if not self._is_running(container.state):
-            # Its exit may not be recorded yet (it died while no keeper ran): wait settles it.
-            return await self.wait(container.id)
         grace = container.spec.stop_grace_period if timeout is None else timeout
+        if not self._is_running(container.state):
+            # Its exit may not be recorded yet (it died while no keeper ran): wait settles
+            # it. But a state file that lags behind the keeper must not make a stop wait for
+            # ever: after the grace period, whatever is left in its cgroup is killed.
+            with trio.move_on_after(grace):
+                return await self.wait(container.id)
+            cgroup = Cgroup.open(container.id)
+            if cgroup:
+                await trio.to_thread.run_sync(cgroup.kill)
+            return await self.wait(container.id)
         if container.state.status == "paused":
             await self.unpause(container.id)
         with trio.move_on_after(grace):
