@@ -3,6 +3,7 @@ containers that outlive the processes that started them."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -320,3 +321,22 @@ def _state_of(pid: int) -> str:
             return file.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+async def test_a_stop_ends_even_when_the_state_file_lags_behind_the_keeper(
+    runner: ServiceRunner,
+):
+    container = await runner.start("""
+        services:
+          app: {image: busybox, command: sleep 600, stop_grace_period: 1s}
+    """)
+    folder = runner.runtime.root / container.id
+    state = json.loads((folder / "state.json").read_text())
+    state["pid_start"] = 1  # a record that no longer matches the running process
+    (folder / "state.json").write_text(json.dumps(state))
+    began = time.monotonic()
+    with trio.fail_after(10):
+        stopped = await runner.runtime.stop(container.id)
+    assert stopped.status == "exited"
+    assert time.monotonic() - began < 5  # the grace period, then the cgroup is killed
+    assert not is_alive(container.state)  # the real process is gone
