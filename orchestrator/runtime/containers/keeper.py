@@ -365,13 +365,17 @@ class Keeper:
         launch.text = lines.pop()
         for line in lines:
             word, _, rest = line.decode(errors="replace").partition(" ")
+            # "pid" comes from the intermediate process, "ready" from the container it
+            # forked: under load the child can report first. A start is recorded only once
+            # both are in, or it would be recorded with pid 0 and its exit never matched.
             if word == "pid":
                 launch.pid = int(rest)
+                if launch.ready:
+                    self._held_started(launch)
             elif word == "ready":
                 launch.ready = True
-                assert launch.running is not None
-                self.held[launch.running.container.id] = launch
-                self._started(launch, held=True)
+                if launch.pid:
+                    self._held_started(launch)
             elif word == "error":
                 self._failed(launch, rest)
                 return
@@ -382,6 +386,11 @@ class Keeper:
                 self._failed(launch, "the container process could not be created")
             elif not launch.ready:
                 self._started(launch, held=False)
+
+    def _held_started(self, launch: Launch) -> None:
+        assert launch.running is not None
+        self.held[launch.running.container.id] = launch
+        self._started(launch, held=True)
 
     def _started(self, launch: Launch, *, held: bool) -> None:
         """The process runs (or, held, waits for `release`): record it, answer, reap it later."""
