@@ -26,7 +26,10 @@ from orchestrator.engine.engine import Emit, Engine
 from orchestrator.engine.planner import Action, Condition, Plan, UpOptions
 from orchestrator.engine.projects import ProjectRecord
 from orchestrator.runtime.containers.runtime import Container
-from orchestrator.runtime.containers.service_container import create_service_container
+from orchestrator.runtime.containers.service_container import (
+    create_service_container,
+    start_container,
+)
 from orchestrator.spec.errors import StackError
 
 
@@ -178,20 +181,9 @@ def _create(engine: Engine, record: ProjectRecord, options: RunOptions) -> Conta
 
 
 async def start_attached(engine: Engine, container_id: str, stdio: tuple[int, int, int]) -> None:
-    """Start the one-off container on the client's pipes or terminal, its networks
-    plugged in before its command runs (as `start_container` does for the others)."""
-    runtime, networks = engine.runtime, engine.networks
-    if not networks.dns_address(container_id):
-        await runtime.start(container_id, stdio=stdio)
-        return
-    pid = await runtime.start(container_id, hold=True, stdio=stdio)
-    try:
-        await networks.plug(container_id, pid)
-    except BaseException:
-        await runtime.kill(container_id, "SIGKILL")
-        await runtime.wait(container_id)
-        raise
-    await runtime.release(container_id)
+    """Start the one-off container on the client's pipes or terminal, its networks plugged
+    in before its command runs."""
+    await start_container(engine.runtime, engine.networks, container_id, stdio=stdio)
 
 
 async def remove(engine: Engine, container_id: str) -> None:

@@ -283,12 +283,14 @@ def _exists(volumes: VolumeStore, name: str) -> bool:
 
 
 async def start_container(
-    runtime: ContainerRuntime, networks: NetworkManager | None, container_id: str
+    runtime: ContainerRuntime, networks: NetworkManager | None, container_id: str,
+    stdio: tuple[int, int, int] | None = None,
 ) -> int:
-    """Start a created container, plugging its networks in before its command runs."""
+    """Start a created container, plugging its networks in before its command runs; with
+    `stdio`, on a client's pipes or terminal (see `ContainerRuntime.start`)."""
     if networks is None or not networks.dns_address(container_id):
-        return await runtime.start(container_id)
-    pid = await runtime.start(container_id, hold=True)
+        return await runtime.start(container_id, stdio=stdio)
+    pid = await runtime.start(container_id, hold=True, stdio=stdio)
     try:
         await networks.plug(container_id, pid)
     except BaseException:
