@@ -8,6 +8,10 @@ becomes the keeper's child. The keeper then reaps it and writes the exit code,
 finish time and OOM verdict into the container's `state.json`, flushes its log
 and removes its cgroup — whether or not any engine is listening.
 
+The engine changes `state.json` too (pause, stopped by the user): both sides
+change it only under the container's state lock (`ContainerDir.changing_state`),
+which each holds for one read and one write, so the loop waits at most that long.
+
 It is deliberately single-threaded (fork in a threaded process is unsafe) and
 does little: accept requests on a unix socket (`containers/keeper.sock`, one
 JSON object per line), fork, reap, and turn container output into timestamped
@@ -413,12 +417,11 @@ class Keeper:
             running.pty_master = _receive_terminal(running.terminal)
             running.terminal.close()
             running.terminal = None
-        state = container.read_state()
-        state.status, state.pid = "running", pid
-        state.pid_start = process_start_time(pid) or 0
-        state.started_at, state.finished_at = time.time(), None
-        state.exit_code, state.oom_killed, state.error = None, False, ""
-        container.write_state(state)
+        pid_start = process_start_time(pid) or 0
+        with container.changing_state() as state:
+            state.status, state.pid, state.pid_start = "running", pid, pid_start
+            state.started_at, state.finished_at = time.time(), None
+            state.exit_code, state.oom_killed, state.error = None, False, ""
         self._watch_output(running)
         self.running[container.id] = running
         self.by_pid[pid] = running
@@ -439,9 +442,9 @@ class Keeper:
             _close(running.stdin_writer)
             if running.terminal is not None:
                 running.terminal.close()
-            state = running.container.read_state()
-            state.status, state.error, state.pid = "created", message, 0
-            running.container.write_state(state)
+            container = running.container
+            with contextlib.suppress(FileNotFoundError), container.changing_state() as state:
+                state.status, state.error, state.pid = "created", message, 0
         self._reply(launch.client, {"error": message})
 
     def _release(self, client: Client, container_id: str) -> None:
@@ -616,12 +619,10 @@ class Keeper:
 
 
 def _record_exit(container: ContainerDir, code: int, oom: bool, error: str) -> None:
-    state = container.read_state()
-    state.status, state.exit_code, state.oom_killed = "exited", code, oom
-    state.finished_at, state.pid, state.error = time.time(), 0, error
     # A container removed by force while it ran has no folder left to record anything in.
-    with contextlib.suppress(FileNotFoundError):
-        container.write_state(state)
+    with contextlib.suppress(FileNotFoundError), container.changing_state() as state:
+        state.status, state.exit_code, state.oom_killed = "exited", code, oom
+        state.finished_at, state.pid, state.error = time.time(), 0, error
 
 
 def _receive_terminal(channel: socket.socket) -> int:

@@ -289,14 +289,14 @@ class ContainerRuntime:
         if container.state.status == "paused":
             raise ContainerError(f"container {container.name} is already paused")
         await trio.to_thread.run_sync(cgroup.freeze)
-        self._set_status(container, "paused")
+        await trio.to_thread.run_sync(self._set_status, container, "paused")
 
     async def unpause(self, name_or_id: str) -> None:
         container, cgroup = self._running_cgroup(name_or_id)
         if container.state.status != "paused":
             raise ContainerError(f"container {container.name} is not paused")
         await trio.to_thread.run_sync(cgroup.thaw)
-        self._set_status(container, "running")
+        await trio.to_thread.run_sync(self._set_status, container, "running")
 
     def _running_cgroup(self, name_or_id: str) -> tuple[Container, Cgroup]:
         container = self.get(name_or_id)
@@ -305,20 +305,29 @@ class ContainerRuntime:
             raise ContainerError(f"container {container.name} is not running")
         return container, cgroup
 
+    # The keeper writes the same state.json (start, exit): each change below is one locked
+    # read-modify-write (`changing_state`), or an exit recorded meanwhile would be lost.
+    # Waiting for the lock is waiting for one keeper write; pause and unpause still do it
+    # in a thread, off the event loop, as they do the freeze.
+
     def mark_stopped_by_user(self, name_or_id: str, stopped: bool) -> None:
         """Remember (in the container's state) whether the user stopped it."""
-        folder = self._dir(self.resolve(name_or_id))
-        state = folder.read_state()
-        if state.stopped_by_user != stopped:
+        with self._dir(self.resolve(name_or_id)).changing_state() as state:
             state.stopped_by_user = stopped
-            folder.write_state(state)
 
     def _set_status(self, container: Container, status: str) -> None:
-        folder = self._dir(container.id)
-        state = folder.read_state()
-        if state.status in ("running", "paused"):
-            state.status = status
-            folder.write_state(state)
+        """Paused or running again, if the process we froze or thawed still runs.
+
+        Between the freeze (or thaw) and here the container may have exited, and even
+        been started anew; the fresh state under the lock tells, and an exited or
+        different process is left as the keeper recorded it.
+        """
+        with self._dir(container.id).changing_state() as state:
+            same_process = (state.pid, state.pid_start) == (
+                container.state.pid, container.state.pid_start
+            )
+            if state.status in ("running", "paused") and same_process:
+                state.status = status
 
     @staticmethod
     def _is_running(state: ContainerState) -> bool:

@@ -3,7 +3,22 @@
 `config.json` is written once at create: the launch spec plus the container's
 name and compose metadata. `state.json` changes over the container's life:
 the keeper writes it when a container starts and when it exits, the runtime
-when it is created, paused or unpaused. Both are replaced atomically.
+when it is created, paused or unpaused, or stopped by the user. Both are
+replaced atomically (temp file, fsync, rename), so a reader never sees half a file.
+
+Atomic replacement is not enough for two writers, though: each change reads the
+state, edits one field and writes the whole state back, and the keeper and the
+engine are two processes. If the keeper recorded an exit between the engine's
+read and its write, the engine would write back "running" with the dead pid, and
+the exit code, finish time and OOM verdict would be lost. So every change goes
+through `ContainerDir.changing_state`, which holds an exclusive flock on the
+container's folder from the read to the rename. The folder, not `state.json`, is
+locked because the rename gives `state.json` a new inode on every write; the
+folder keeps its inode for the container's whole life, needs no extra file, and a
+lock dies with its holder, so a crashed writer never leaves the state locked.
+Nothing else happens under the lock — no signal, no wait for another process —
+so a writer waits at most for one read and one write: the keeper, whose single
+loop must never stall, blocks only that long.
 
 A pid alone is not an identity (pids are reused), so `state.json` also keeps
 the process's start time from /proc; a pid whose start time differs is a
@@ -12,9 +27,13 @@ different process and is never signalled.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,8 +119,38 @@ class ContainerDir:
             return ContainerState(status="exited", error="state lost")
 
     def write_state(self, state: ContainerState) -> None:
+        """Replace the state outright: only for a folder no other process sees yet (create);
+        changes to a visible container go through `changing_state`."""
         data = json.dumps(state.to_json(), sort_keys=True).encode()
         write_atomic(self.state_path, data, self.path)
+
+    @contextlib.contextmanager
+    def state_lock(self) -> Iterator[None]:
+        """Exclusive, between processes, against every other change of this state.
+
+        Raises FileNotFoundError when the folder is gone (the container was removed).
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def changing_state(self) -> Iterator[ContainerState]:
+        """The current state, to edit in the block; written back, if changed, at its end.
+
+        Read and write happen under `state_lock`, so a change made meanwhile by the
+        other process is never overwritten with what this one read. An exception in
+        the block leaves the state as it was.
+        """
+        with self.state_lock():
+            state = self.read_state()
+            before = dataclasses.replace(state)
+            yield state
+            if state != before:
+                self.write_state(state)
 
 
 def container_ids(root: Path) -> list[str]:
