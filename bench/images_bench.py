@@ -1,7 +1,7 @@
 """Time image pulls and layer unpacking, side by side with skopeo and tar.
 
     python bench/images_bench.py [--size-mb 200] [--layers 8] [--runs 3] [--workdir DIR]
-                                 [--unpack-only]
+                                 [--unpack-only] [--fresh-fs-gb 16]
 
 Builds a deterministic multi-layer image (incompressible and compressible
 files, many small ones too, gzip layers), pushes it to a local
@@ -25,7 +25,11 @@ and gzip layers clearly faster than `tar -xzf`; the last lines say whether they
 are met. Unpacked trees are kept until every run is done (a few GB): creating
 files right after deleting as many is slow on some filesystems (ext4 without a
 journal skips recently deleted inodes one by one), which would blur the figures.
-Every process and directory it starts is removed on exit, Ctrl-C included.
+Everything is measured on a fresh ext4 made in the work dir for the run (see
+fresh_fs.py: on a used filesystem the same unpack swings threefold), unless
+`--fresh-fs-gb 0` or it cannot be made (not root, no loop device), which the
+output says. Every process, mount and directory it starts is removed on exit,
+Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ import trio
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
+from fresh_fs import Unavailable, fresh_ext4  # noqa: E402
 from support.images import (  # noqa: E402
     BuiltImage,
     build_image,
@@ -62,7 +67,6 @@ from support.images import (  # noqa: E402
 )
 from support.registry import RegistryServer, run_registry  # noqa: E402
 
-from orchestrator.runtime.images.digests import HashingReader  # noqa: E402
 from orchestrator.runtime.images.exchange import load_archive  # noqa: E402
 from orchestrator.runtime.images.layers import UNPACK_THREADS  # noqa: E402
 from orchestrator.runtime.images.manifest import parse_manifest  # noqa: E402
@@ -354,12 +358,10 @@ def unpack_verdicts(figures: list[Figure]) -> list[str]:
 
 
 def stack_extract(tar: Path, dest: Path) -> None:
-    """As the store unpacks a blob: verifying its digest as it reads (for an uncompressed
-    layer that digest is the diff id too, so the tar is hashed once)."""
+    """As the store unpacks a blob: hashing it as it reads, to check its digest (for an
+    uncompressed layer that digest is the diff id too, so the tar is hashed once)."""
     with tar.open("rb") as stream:
-        blob = HashingReader(stream)
-        unpack_layer_tar(blob, PLAIN_LAYER, dest,  # compression is sniffed from the bytes
-                         plain_digest=lambda: blob.digest)
+        unpack_layer_tar(stream, PLAIN_LAYER, dest)  # compression is sniffed from the bytes
 
 
 def tar_extract(tar: Path, dest: Path) -> None:
@@ -392,6 +394,9 @@ def main() -> int:
                         help="where stores and unpacked trees go (the disk measured)")
     parser.add_argument("--unpack-only", action="store_true",
                         help="skip the registry part (pull, push): no skopeo needed")
+    parser.add_argument("--fresh-fs-gb", type=int, default=16,
+                        help="size of the fresh ext4 made in the work dir to measure on; "
+                             "0 measures in the work dir itself")
     args = parser.parse_args()
     if shutil.which("skopeo") is None and not args.unpack_only:
         parser.error("skopeo is not installed (apt-get install skopeo)")
@@ -404,7 +409,15 @@ def main() -> int:
           f"{blob_mb:.0f} MB compressed (built in {time.perf_counter() - start:.0f} s); "
           f"best of {args.runs}, work dir {args.workdir}")
 
-    with scratch(args.workdir, "images-bench-") as root:
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir
+        if args.fresh_fs_gb:
+            try:
+                workdir = stack.enter_context(fresh_ext4(args.workdir, args.fresh_fs_gb))
+                print(f"measured on a fresh {args.fresh_fs_gb} GB ext4 in the work dir")
+            except Unavailable as why:
+                print(f"measured in the work dir itself (no fresh filesystem: {why})")
+        root = stack.enter_context(scratch(workdir, "images-bench-"))
         if not args.unpack_only:
             bench_registry(image, root, args.runs)
         print("unpack (MB/s of uncompressed tar):")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from orchestrator.runtime.images.digests import (
-    HashingReader,
     chain_id,
     chain_ids,
     digest_hex,
@@ -115,15 +114,12 @@ class LayerStore:
             except FileNotFoundError:
                 raise StackError(f"layer blob {digest} is not in the image store") from None
             with blob_file:
-                blob = HashingReader(cast(BinaryIO, blob_file))
                 try:
-                    result = unpack_layer_tar(cast(BinaryIO, blob), media_type, work / "diff",
-                                              plain_digest=lambda: blob.digest)
+                    result = unpack_layer_tar(cast(BinaryIO, blob_file), media_type, work / "diff")
                 except StackError as error:
                     raise StackError(f"layer {digest}: {error}") from None
-                blob.drain()
-            if blob.digest != digest:
-                raise corrupt_blob(digest, blob.digest)
+            if result.blob_digest != digest:
+                raise corrupt_blob(digest, result.blob_digest)
             if diff_id is not None and result.diff_id != diff_id:
                 raise StackError(
                     f"layer {digest} unpacks to diff id {result.diff_id}, "

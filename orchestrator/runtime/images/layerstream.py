@@ -1,12 +1,21 @@
 """A layer's tar, decompressed and hashed in threads of their own.
 
 Unpacking a layer is three kinds of work: inflating the blob (zlib, zstd),
-hashing the tar for its diff id (sha256), and creating files. All mostly run
-outside the GIL (the inflaters and hashlib release it on large buffers, and so
-do the file syscalls), so a thread that decompresses ahead and one that hashes
-behind it let them overlap instead of taking turns. The inflating thread also
-reads the blob itself, so whatever the blob stream does per read (hashing the
-blob's own digest) moves off the unpacking thread too.
+hashing (the blob's digest, which the store checks, and the tar's diff id), and
+creating files. All mostly run outside the GIL (the inflaters and hashlib
+release it on large buffers, and so do the file syscalls), so a thread that
+decompresses ahead and one that hashes behind let them overlap instead of
+taking turns. The inflating thread reads the blob itself and hashes the
+compressed bytes as it goes.
+
+An uncompressed layer has no inflating thread: its tar is read straight from
+the blob by the unpacking thread, a megabyte at a time, and hashed once by the
+hashing thread, since its blob digest and diff id are one digest. Measured with
+bench/images_bench.py, a thread that only read the file ahead cost more in GIL
+hand-offs than the reads themselves.
+
+The tar reader takes file contents as memoryviews of these chunks (`read_view`),
+so a file's bytes are copied once, into the kernel, however they were sliced.
 
 The pipes between the threads are bounded queues of chunks, so memory stays at
 a few megabytes however large the layer, and each decompression call is capped
@@ -32,7 +41,7 @@ import threading
 import zlib
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -61,32 +70,37 @@ Chunks = Generator[bytes, None, None]
 
 
 class DecompressedLayer:
-    """The uncompressed tar of a layer blob, read while a thread inflates ahead.
+    """The uncompressed tar of a layer blob, and the digests of both.
 
     Use it as a context manager: leaving stops and joins its threads, even when
-    the reader gave up half-way. `digest` (the diff id) is known once `read`
-    has returned b"" — `drain` gets there.
+    the reader gave up half-way. `digest` (the diff id) and `blob_digest` are
+    known once `read` has returned b"" — `drain` gets there.
     """
 
-    def __init__(self, blob: BinaryIO, plain_digest: Callable[[], str] | None = None) -> None:
-        """`plain_digest`, when given, is the digest of `blob`'s bytes once they are all
-        read (the store verifies every blob as it reads it): for an uncompressed layer
-        that is the diff id already, and hashing the same bytes twice is a fifth of an
-        unpack's CPU."""
-        self._chunks, compressed = _chunks_for(blob)
-        self._plain_digest = None if compressed else plain_digest
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_CHUNKS)
-        self._stop = threading.Event()
-        self._hash: _Hasher | None = None if self._plain_digest else _Hasher()
-        self._chunk = b""
+    def __init__(self, blob: BinaryIO) -> None:
+        head = _read_head(blob)
+        self._blob = blob
+        self._hash = _Hasher()  # of the tar: the diff id
+        self._chunk: bytes = b""
         self._offset = 0
         self._ended = False
-        self._thread = threading.Thread(target=self._produce, name="layer-inflate", daemon=True)
+        self._thread: threading.Thread | None = None
+        self._compressed = _decompressor(head) is not None
+        if self._compressed:
+            self._blob_hash = hashlib.sha256()  # of the compressed bytes, in the producer
+            self._chunks = _decompressed_chunks(head, _raw_chunks(head, blob, self._blob_hash))
+            self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_CHUNKS)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._produce, name="layer-inflate", daemon=True
+            )
+        else:
+            self._pending_head: bytes | None = head
 
     def __enter__(self) -> DecompressedLayer:
-        if self._hash is not None:
-            self._hash.start()
-        self._thread.start()
+        self._hash.start()
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def __exit__(
@@ -95,19 +109,18 @@ class DecompressedLayer:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting for room
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-        self._thread.join()
-        if self._hash is not None:
-            self._hash.close()
+        if self._thread is not None:
+            self._stop.set()
+            while self._thread.is_alive():  # unblock a producer waiting for room
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+            self._thread.join()
+        self._hash.close()
 
     def _produce(self) -> None:
         try:
             for chunk in self._chunks:
-                if self._hash is not None:
-                    self._hash.put(chunk)
+                self._hash.put(chunk)
                 while not self._stop.is_set():
                     try:
                         self._queue.put(chunk, timeout=0.1)
@@ -116,8 +129,7 @@ class DecompressedLayer:
                         continue
                 if self._stop.is_set():
                     return
-            if self._hash is not None:
-                self._hash.close()  # the digest is known before the reader sees the end
+            self._hash.close()  # the digest is known before the reader sees the end
             self._queue.put(None)
         except (EOFError, OSError, *_INFLATE_ERRORS, lzma.LZMAError, zstandard.ZstdError) as error:
             if isinstance(error, OSError) and error.errno is not None:
@@ -129,37 +141,68 @@ class DecompressedLayer:
         finally:
             self._chunks.close()  # closes the zstd/bz2/xz reader of a layer given up on
 
+    def _next_chunk(self) -> bool:
+        """Move on to the next chunk; False at the end of the tar."""
+        if self._ended:
+            return False
+        if self._thread is None:
+            chunk = self._pending_head or self._blob.read(CHUNK)
+            self._pending_head = None
+            if not chunk:
+                self._hash.close()
+                self._ended = True
+                return False
+            self._hash.put(chunk)
+            self._chunk, self._offset = chunk, 0
+            return True
+        item = self._queue.get()
+        if item is None or isinstance(item, BaseException):
+            self._ended = True
+            if item is None:
+                return False
+            raise item
+        self._chunk, self._offset = item, 0
+        return True
+
     def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left if negative), b"" at the end."""
         if size < 0:
             return b"".join(iter(lambda: self.read(CHUNK), b""))
         while self._offset >= len(self._chunk):
-            if self._ended:
+            if not self._next_chunk():
                 return b""
-            item = self._queue.get()
-            if item is None or isinstance(item, BaseException):
-                self._ended = True
-                if item is None:
-                    return b""
-                raise item
-            self._chunk, self._offset = item, 0
         start = self._offset
         self._offset = min(start + size, len(self._chunk))
         if start == 0 and self._offset == len(self._chunk):
             return self._chunk
         return self._chunk[start : self._offset]
 
+    def read_view(self, size: int) -> memoryview:
+        """As `read`, without copying: a view of the chunk the bytes are in."""
+        while self._offset >= len(self._chunk):
+            if not self._next_chunk():
+                return memoryview(b"")
+        start = self._offset
+        self._offset = min(start + size, len(self._chunk))
+        return memoryview(self._chunk)[start : self._offset]
+
     def drain(self) -> None:
         """Read whatever is left, e.g. the zero blocks after the tar's end marker."""
         self._offset = len(self._chunk)
-        while self.read(CHUNK):
+        while self._next_chunk():
             self._offset = len(self._chunk)
 
     @property
     def digest(self) -> str:
-        if self._hash is None:
-            assert self._plain_digest is not None
-            return self._plain_digest()
+        """The diff id: the sha256 of the tar (call once all is read)."""
         return f"sha256:{self._hash.hexdigest()}"
+
+    @property
+    def blob_digest(self) -> str:
+        """The sha256 of the blob as stored (call once all is read)."""
+        if not self._compressed:
+            return self.digest
+        return f"sha256:{self._blob_hash.hexdigest()}"
 
 
 class _Hasher:
@@ -198,38 +241,53 @@ class _Hasher:
             self._room.release()
 
 
-def _chunks_for(blob: BinaryIO) -> tuple[Chunks, bool]:
-    """The decompressed chunks of `blob`, and whether it was compressed at all; the
-    compression comes from its first bytes.
-
-    Archives written by some tools label gzipped layers as plain tars and the
-    reverse, so the media type is not trusted for this.
-    """
+def _read_head(blob: BinaryIO) -> bytes:
     head = b""
     while len(head) < _HEAD:
         piece = blob.read(_HEAD - len(head))
         if not piece:
             break
         head += piece
-    compressed = _raw_chunks(head, blob)
+    return head
+
+
+def _decompressor(head: bytes) -> str | None:
+    """The compression that a blob starting with `head` uses, None for a plain tar.
+
+    Archives written by some tools label gzipped layers as plain tars and the
+    reverse, so the media type is not trusted for this.
+    """
     if head.startswith(_GZIP_MAGIC):
-        return _gunzip(compressed), True
+        return "gzip"
     if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if _BZIP2_MAGIC.match(head):
+        return "bzip2"
+    if head.startswith(_XZ_MAGIC):
+        return "xz"
+    return None
+
+
+def _decompressed_chunks(head: bytes, compressed: Chunks) -> Chunks:
+    kind = _decompressor(head)
+    if kind == "gzip":
+        return _gunzip(compressed)
+    if kind == "zstd":
         return _from_file(lambda: zstandard.ZstdDecompressor().stream_reader(
             _ChunkFile(compressed), read_across_frames=True, closefd=False
-        )), True
+        ))
     source = cast(BinaryIO, _ChunkFile(compressed))
-    if _BZIP2_MAGIC.match(head):
-        return _from_file(lambda: bz2.BZ2File(source)), True
-    if head.startswith(_XZ_MAGIC):
-        return _from_file(lambda: lzma.LZMAFile(source)), True
-    return compressed, False
+    if kind == "bzip2":
+        return _from_file(lambda: bz2.BZ2File(source))
+    return _from_file(lambda: lzma.LZMAFile(source))
 
 
-def _raw_chunks(head: bytes, blob: BinaryIO) -> Chunks:
+def _raw_chunks(head: bytes, blob: BinaryIO, digest: Any) -> Chunks:
     if head:
+        digest.update(head)
         yield head
     while chunk := blob.read(CHUNK):
+        digest.update(chunk)
         yield chunk
 
 

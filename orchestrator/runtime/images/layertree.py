@@ -23,12 +23,14 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestrator.runtime.images.layerwriters import (
+    Data,
     FileJob,
     FileWriters,
     create_file,
     finish_file,
     process_umask,
     set_xattrs,
+    start_writeback,
     write_all,
 )
 from orchestrator.spec.errors import StackError
@@ -239,7 +241,8 @@ class LayerTree:
     # -- entries ----------------------------------------------------------------
 
     def write_file(
-        self, parts: Parts, name: str, body: bytes | Callable[[int], bytes], size: int,
+        self, parts: Parts, name: str, body: Data | Callable[[int], Data],
+        size: int,
         owner: Owner, mode: int, times: Times, xattrs: dict[str, bytes],
     ) -> None:
         """A regular file of `size` bytes: `body` itself, or read by `body(most)` calls.
@@ -250,7 +253,7 @@ class LayerTree:
         self._require_name(parts, name)
         parent = self._parent(parts, name)
         self._clear(parent, parts, keep_dir=False)
-        if isinstance(body, bytes):
+        if not callable(body):
             self._writers.submit(
                 FileJob(parts, name, parent, body, owner, mode, times, xattrs, self._umask)
             )
@@ -267,6 +270,7 @@ class LayerTree:
                 write_all(fd, chunk)
                 left -= len(chunk)
             finish_file(fd, name, owner, mode, times, xattrs, self._umask)
+            start_writeback(fd)
         finally:
             os.close(fd)
 

@@ -41,6 +41,8 @@ _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))
 
 Read = Callable[[int], bytes]
+ReadView = Callable[[int], bytes | memoryview]
+"""Reads file contents: may return views of the reader's buffers (no copy)."""
 """Up to n bytes of the tar (at least one), b"" only at its end."""
 
 
@@ -75,8 +77,9 @@ class TarReader:
     regular file's content with `read_body` or `body` before the next entry
     (whatever is left of it is skipped)."""
 
-    def __init__(self, read: Read) -> None:
+    def __init__(self, read: Read, read_view: ReadView | None = None) -> None:
         self._read = read
+        self._read_view = read_view or read
         self._started = False  # a header was read: the stream is no empty file
         self._left = 0  # of the current entry's content, not yet read
         self._padding = 0  # zeros after it, up to the next block
@@ -87,23 +90,30 @@ class TarReader:
         while (entry := self._next()) is not None:
             yield entry
 
-    def read_body(self, most: int) -> bytes:
+    def read_body(self, most: int) -> bytes | memoryview:
         """Up to `most` bytes of the current entry's content (b"" once all is read)."""
         if not self._left:
             return b""
-        data = self._read(min(most, self._left))
+        data = self._read_view(min(most, self._left))
         if not data:
             raise invalid(f"entry {self._entry_name!r} is cut short")
         self._left -= len(data)
         return data
 
-    def body(self) -> bytes:
+    def body(self) -> bytes | memoryview:
         """All that is left of the current entry's content."""
-        return self._exactly(self._left, f"entry {self._entry_name!r} is cut short", body=True)
+        size = self._left
+        data = self._read_view(size) if size else b""
+        if len(data) < size:  # it spans chunks: joined into one copy
+            data = bytes(data) + self._exactly(
+                size - len(data), f"entry {self._entry_name!r} is cut short"
+            )
+        self._left = 0
+        return data
 
     # -- inside ------------------------------------------------------------------
 
-    def _exactly(self, size: int, short: str, body: bool = False) -> bytes:
+    def _exactly(self, size: int, short: str) -> bytes:
         data = self._read(size) if size else b""
         if len(data) < size:
             parts = [data]
@@ -115,8 +125,6 @@ class TarReader:
                 parts.append(more)
                 missing -= len(more)
             data = b"".join(parts)
-        if body:
-            self._left -= size
         return data
 
     def _skip_rest(self) -> None:

@@ -13,16 +13,15 @@ whiteout `.wh.name` becomes a 0:0 character device `name`, and an opaque marker
 `.wh..wh..opq` becomes the xattr `trusted.overlay.opaque=y` on its directory.
 
 The tar is read by tarentries.py, headers only; file contents go from the
-decompressed stream to disk. The diff id (sha256 of the uncompressed tar) is
-computed while streaming, beside the thread that decompresses ahead
-(layerstream.py); a layer is never held in memory.
+decompressed stream to disk. The diff id (sha256 of the uncompressed tar) and
+the blob's own digest are computed while streaming, beside the thread that
+decompresses ahead (layerstream.py); a layer is never held in memory.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -43,10 +42,10 @@ SMALL_FILE = 1 << 20
 class UnpackResult(NamedTuple):
     diff_id: str  # sha256 of the uncompressed tar, as listed in the image config's rootfs
     size: int  # bytes of regular-file content written (what `docker images` counts)
+    blob_digest: str  # sha256 of the blob as read, for the store to check
 
 
-def unpack_layer_tar(stream: BinaryIO, media_type: str, dest: Path,
-                     plain_digest: Callable[[], str] | None = None) -> UnpackResult:
+def unpack_layer_tar(stream: BinaryIO, media_type: str, dest: Path) -> UnpackResult:
     """Unpack the layer read from `stream` into the directory `dest`.
 
     `dest` is created if missing and should be empty. The compression is taken
@@ -54,18 +53,19 @@ def unpack_layer_tar(stream: BinaryIO, media_type: str, dest: Path,
     layers as plain tars and the reverse, so the media type only has to say
     that this is a layer at all (a known type, not encrypted). On error `dest`
     is left half written; callers unpack into a temporary directory and rename
-    it only on success. `plain_digest`: see `DecompressedLayer`.
+    it only on success. The whole stream is read, so that `blob_digest` covers
+    every byte of it.
     """
     layer_compression(media_type)  # refuses media types that are no (unencrypted) layer
-    with DecompressedLayer(stream, plain_digest) as tar_stream:
+    with DecompressedLayer(stream) as tar_stream:
         size = _extract(tar_stream, Path(dest))
         tar_stream.drain()
-    return UnpackResult(tar_stream.digest, size)
+    return UnpackResult(tar_stream.digest, size, tar_stream.blob_digest)
 
 
 def _extract(stream: DecompressedLayer, dest: Path) -> int:
     size = 0
-    reader = TarReader(stream.read)
+    reader = TarReader(stream.read, stream.read_view)
     with LayerTree(dest) as tree:
         for entry in reader:
             size += _extract_entry(tree, reader, entry)
