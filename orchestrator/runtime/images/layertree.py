@@ -40,6 +40,7 @@ Owner = tuple[int, int]
 Times = tuple[int, int]  # (atime_ns, mtime_ns)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITEBACK_EVERY = 16 << 20  # bytes of a large file written between writeback starts
 _MAX_CACHED_DIRS = 256  # open fds; well under the usual limit of 1024
 _DEFAULT_ACL = "system.posix_acl_default"
 _ALL_MASKED = 0o7777
@@ -269,6 +270,8 @@ class LayerTree:
                     )
                 write_all(fd, chunk)
                 left -= len(chunk)
+                if (size - left) % _WRITEBACK_EVERY < len(chunk):
+                    start_writeback(fd)  # a huge file goes to disk as it is written
             finish_file(fd, name, owner, mode, times, xattrs, self._umask)
             start_writeback(fd)
         finally:
