@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-STACK = [sys.executable, "-m", "orchestrator.cli.main"]
+from support.stack_cli import STACK_COMMAND
 
 WEB_AND_DB = """\
 services:
@@ -35,7 +34,7 @@ def run(cwd: Path, *args: str, stdin: str | None = None,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     environ.update(env or {})
-    return subprocess.run([*STACK, *args], cwd=cwd, input=stdin, capture_output=True,
+    return subprocess.run([*STACK_COMMAND, *args], cwd=cwd, input=stdin, capture_output=True,
                           text=True, env=environ, timeout=60)
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,18 +18,17 @@ from support.images import (
     write_docker_archive_oci,
     write_oci_layout,
 )
+from support.stack_cli import STACK_COMMAND
 
 from orchestrator.runtime.containers.runtime import ContainerRuntime
 from orchestrator.runtime.containers.service_container import create_service_container
 from orchestrator.runtime.images.store import ImageStore
 from orchestrator.runtime.volumes import VolumeStore
 
-STACK = [sys.executable, "-m", "orchestrator.cli.main"]
-
 
 def stack(root: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STACK_ROOT": str(root)}
-    result = subprocess.run([*STACK, *args], env=env, input=stdin, capture_output=True,
+    result = subprocess.run([*STACK_COMMAND, *args], env=env, input=stdin, capture_output=True,
                             timeout=120)
     return subprocess.CompletedProcess(result.args, result.returncode,
                                        result.stdout.decode(), result.stderr.decode())

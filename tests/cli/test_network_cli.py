@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 from support.host_network import root_leftovers
+from support.stack_cli import STACK_COMMAND
 
 from orchestrator.cli.main import main
 from orchestrator.runtime.network.manager import Attachment, NetworkManager
@@ -255,7 +255,7 @@ def test_create_mistakes_are_one_line_and_create_nothing(
 
 
 def test_network_commands_run_as_a_program(root: Path) -> None:
-    command = [sys.executable, "-m", "orchestrator.cli.main", "network"]
+    command = [*STACK_COMMAND, "network"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)

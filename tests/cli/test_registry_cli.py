@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.registry import RegistryServer, run_registry
-
-STACK = [sys.executable, "-m", "orchestrator.cli.main"]
+from support.stack_cli import STACK_COMMAND
 
 
 @pytest.fixture
@@ -23,8 +21,8 @@ def private_registry(tmp_path: Path) -> Iterator[RegistryServer]:
 
 def stack(config_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCKER_CONFIG": str(config_dir)}
-    return subprocess.run([*STACK, *args], env=env, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([*STACK_COMMAND, *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=60)
 
 
 def test_login_saves_credentials_docker_can_read_and_logout_removes_them(
@@ -108,7 +106,7 @@ def test_stack_pull_follows_each_services_pull_policy(tmp_path: Path) -> None:
 
 
 def run(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*STACK, *args], env={**os.environ, **env}, cwd=cwd,
+    return subprocess.run([*STACK_COMMAND, *args], env={**os.environ, **env}, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.stack_cli import STACK_COMMAND
 
 from orchestrator.cli.main import main
 
@@ -148,7 +148,7 @@ def test_inspect_of_a_missing_volume_fails_after_showing_the_others(
 
 def test_volume_commands_run_as_a_program(tmp_path: Path) -> None:
     env = {**os.environ, "STACK_ROOT": str(tmp_path)}
-    command = [sys.executable, "-m", "orchestrator.cli.main", "volume"]
+    command = [*STACK_COMMAND, "volume"]
     created = subprocess.run([*command, "create", "data"], env=env, capture_output=True,
                              text=True, timeout=60)
     assert (created.returncode, created.stdout) == (0, "data\n")

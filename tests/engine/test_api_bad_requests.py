@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.stack_cli import engine_env, engine_process
 
 pytestmark = pytest.mark.slow
 
@@ -20,19 +17,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def engine_socket(container_root: Path, tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "stack.sock"
-    env = {**os.environ, "STACK_ROOT": str(container_root), "STACK_SOCKET": str(path)}
-    daemon = subprocess.Popen([sys.executable, "-m", "orchestrator.engine.daemon"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while not path.exists():
-            assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+    with engine_process(engine_env(container_root, path)):
         yield path
-    finally:
-        daemon.terminate()
-        daemon.wait(15)
 
 
 def raw(path: Path, request: bytes) -> tuple[int, dict]:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.host_network import root_leftovers
+from support.host_network import free_port
+from support.stack_cli import StackCli, cli_engine
 
 pytestmark = pytest.mark.slow
-
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 
 STACK = """
 services:
@@ -43,28 +40,11 @@ services:
 
 
 @pytest.fixture
-def stack(container_root: Path, tmp_path: Path) -> Iterator[Stack]:
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock"),
-           "STACK_ADDRESS_POOLS": "10.218.0.0/16:24"}
+def stack(container_root: Path, tmp_path: Path) -> Iterator[StackCli]:
     project = tmp_path / "proj"
     project.mkdir()
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
-                                cwd=project, env=env, capture_output=True, text=True,
-                                timeout=120)
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    try:
-        yield run
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
-            run("down", check=False)
-        run("engine", "stop", check=False)
-    assert root_leftovers(container_root) == []
+    with cli_engine(container_root, tmp_path / "stack.sock", "10.218.0.0/16:24") as engine:
+        yield engine.project(project)
 
 
 def write(project: Path, port: int, mode: str = "one") -> None:
@@ -72,19 +52,11 @@ def write(project: Path, port: int, mode: str = "one") -> None:
     (project / "compose.yaml").write_text(text)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def ids(stack: Stack) -> dict[str, str]:
+def ids(stack: StackCli) -> dict[str, str]:
     return {c["name"]: c["id"] for c in json.loads(stack("ps", "--format", "json").stdout)}
 
 
-def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -> None:
+def test_up_ps_logs_and_down_as_a_user_runs_them(stack: StackCli, tmp_path: Path) -> None:
     port = free_port()
     write(tmp_path / "proj", port)
     up = stack("up", "-d")
@@ -112,7 +84,7 @@ def test_up_ps_logs_and_down_as_a_user_runs_them(stack: Stack, tmp_path: Path) -
 
 
 def test_up_twice_keeps_ids_and_an_edit_recreates_only_that_service(
-    stack: Stack, tmp_path: Path
+    stack: StackCli, tmp_path: Path
 ) -> None:
     port = free_port()
     write(tmp_path / "proj", port)
@@ -134,7 +106,7 @@ def test_up_twice_keeps_ids_and_an_edit_recreates_only_that_service(
     assert after["proj-client-1"] != first["proj-client-1"]
 
 
-def test_scale_up_then_down_converges(stack: Stack, tmp_path: Path) -> None:
+def test_scale_up_then_down_converges(stack: StackCli, tmp_path: Path) -> None:
     write(tmp_path / "proj", free_port())
     (tmp_path / "proj" / "compose.yaml").write_text(
         (tmp_path / "proj" / "compose.yaml").read_text().replace('    ports: ["', '    #')
@@ -147,7 +119,7 @@ def test_scale_up_then_down_converges(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_killed_engine_leaves_containers_running_and_the_next_one_adopts_them(
-    stack: Stack, tmp_path: Path, container_root: Path
+    stack: StackCli, tmp_path: Path, container_root: Path
 ) -> None:
     write(tmp_path / "proj", free_port())
     stack("up", "-d")
@@ -164,7 +136,7 @@ def test_killed_engine_leaves_containers_running_and_the_next_one_adopts_them(
 
 
 def test_attached_up_shows_output_and_exits_with_the_chosen_services_code(
-    stack: Stack, tmp_path: Path
+    stack: StackCli, tmp_path: Path
 ) -> None:
     (tmp_path / "proj" / "compose.yaml").write_text("""
 services:
@@ -186,20 +158,16 @@ services:
 
 
 def test_engine_killed_in_the_middle_of_up_then_up_converges_without_duplicates(
-    stack: Stack, tmp_path: Path, container_root: Path
+    stack: StackCli, tmp_path: Path, container_root: Path
 ) -> None:
     services = "".join(
         f"  s{i}:\n    image: busybox\n    command: sleep 600\n    stop_signal: SIGKILL\n"
         for i in range(12)
     )
     (tmp_path / "proj" / "compose.yaml").write_text("services:\n" + services)
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock")}
     stack("ls")  # the engine runs
     pid = int((container_root / "stackd.lock").read_text())
-    up = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "up", "-d"],
-                          cwd=tmp_path / "proj", env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    up = stack.popen("up", "-d", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while "Created" not in (up.stderr.readline() if up.stderr else ""):
         assert time.monotonic() < deadline
@@ -214,7 +182,7 @@ def test_engine_killed_in_the_middle_of_up_then_up_converges_without_duplicates(
 
 
 def test_unless_stopped_container_the_user_stopped_stays_stopped_across_an_engine_restart(
-    stack: Stack, tmp_path: Path, container_root: Path
+    stack: StackCli, tmp_path: Path, container_root: Path
 ) -> None:
     (tmp_path / "proj" / "compose.yaml").write_text("""
 services:

@@ -3,25 +3,20 @@ log prefixes on a terminal (a pseudo-terminal here), attached `up`'s Ctrl-C, `do
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
 import re
 import select
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.host_network import root_leftovers
+from support.stack_cli import CliEngine, StackCli, cli_engine
 
 pytestmark = pytest.mark.slow
-
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 POOL_PREFIX = "10.231."  # this file's networks, apart from other tests'
 
@@ -41,12 +36,11 @@ services:
 class Terminal:
     """The CLI on a pseudo-terminal: what it draws, and Ctrl-C as a signal."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]):
+    def __init__(self, stack: StackCli, args: list[str]):
         master, slave = pty.openpty()
         self.master = master
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli.main", *args], cwd=cwd, env=env,
-            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        self.process = stack.popen(*args, stdin=slave, stdout=slave, stderr=slave,
+                                   start_new_session=True)
         os.close(slave)
         self.output = ""
 
@@ -87,58 +81,54 @@ class Terminal:
 
 
 @pytest.fixture
-def env(container_root: Path, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "STACK_ROOT": str(container_root),
-            "STACK_SOCKET": str(tmp_path / "stack.sock"),
-            "STACK_ADDRESS_POOLS": f"{POOL_PREFIX}0.0/16:24"}
+def engine(tmp_path: Path, container_root: Path) -> Iterator[CliEngine]:
+    with cli_engine(container_root, tmp_path / "stack.sock", f"{POOL_PREFIX}0.0/16:24"
+                    ) as engine:
+        for tag in ("rmi-web:1", "rmi-shared:1"):
+            engine.run_before_stop("image", "rm", tag)
+        yield engine
 
 
 @pytest.fixture
-def stack(env: dict[str, str], tmp_path: Path, container_root: Path) -> Iterator[Stack]:
+def stack(engine: CliEngine, tmp_path: Path) -> StackCli:
     (tmp_path / "proj").mkdir()
+    return engine.project(tmp_path / "proj")
+
+
+@pytest.fixture
+def other(engine: CliEngine, tmp_path: Path) -> StackCli:
+    """A second project on the same engine."""
     (tmp_path / "other").mkdir()
+    return engine.project(tmp_path / "other")
+
+
+@pytest.fixture
+def on_terminal(stack: StackCli) -> Iterator[Callable[..., Terminal]]:
+    """`on_terminal("up")`: the CLI in proj/ on a terminal; still running at the end, it is
+    killed before the project is taken down."""
     terminals: list[Terminal] = []
 
-    def run(*args: str, check: bool = True, cwd: str = "proj") -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
-                                cwd=tmp_path / cwd, env=env, capture_output=True, text=True,
-                                timeout=120)
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
+    def start(*args: str) -> Terminal:
+        terminals.append(Terminal(stack, list(args)))
+        return terminals[-1]
 
-    def on_terminal(*args: str) -> Terminal:
-        terminal = Terminal(list(args), tmp_path / "proj", env)
-        terminals.append(terminal)
-        return terminal
-
-    run.on_terminal = on_terminal  # type: ignore[attr-defined]
     try:
-        yield run
+        yield start
     finally:
         for terminal in terminals:
             terminal.close()
-        for project in ("proj", "other"):
-            if (tmp_path / project / "compose.yaml").exists():
-                with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes
-                    run("down", check=False, cwd=project)
-        for tag in ("rmi-web:1", "rmi-shared:1"):
-            run("image", "rm", tag, check=False)
-        run("engine", "stop", check=False)
-    assert root_leftovers(container_root) == []
 
 
 def write(directory: Path, image: str = "busybox") -> None:
     (directory / "compose.yaml").write_text(STACK.replace("IMAGE", image))
 
 
-def states(stack: Stack) -> dict[str, str]:
-    return {c["name"]: c["state"]
-            for c in json.loads(stack("ps", "-a", "--format", "json").stdout)}
+def states(stack: StackCli) -> dict[str, str]:
+    return {name: container["state"] for name, container in stack.containers().items()}
 
 
 def test_progress_modes_plain_json_quiet_as_options_or_environment(
-        stack: Stack, tmp_path: Path) -> None:
+        stack: StackCli, tmp_path: Path) -> None:
     write(tmp_path / "proj")
     up = stack("--progress", "json", "up", "-d")
     events = [json.loads(line) for line in up.stderr.splitlines()]
@@ -156,9 +146,9 @@ def test_progress_modes_plain_json_quiet_as_options_or_environment(
 
 
 def test_tty_progress_redraws_a_line_per_resource_and_leaves_the_final_state(
-        stack: Stack, tmp_path: Path) -> None:
+        stack: StackCli, tmp_path: Path, on_terminal: Callable[..., Terminal]) -> None:
     write(tmp_path / "proj")
-    terminal = stack.on_terminal("up", "-d")  # type: ignore[attr-defined]
+    terminal = on_terminal("up", "-d")
     assert terminal.finish() == 0
     screen = terminal.output
     assert "\x1b[?25h" in screen and re.search(r"\x1b\[\d+A", screen)  # redrawn in place
@@ -167,16 +157,16 @@ def test_tty_progress_redraws_a_line_per_resource_and_leaves_the_final_state(
     assert sorted(line.split("  ")[0] for line in final[1:]) == [
         " ✔ Container proj-db-1", " ✔ Container proj-web-1", " ✔ Network proj_default"]
     assert all(re.search(r"(Created|Started) +\d+\.\ds $", line) for line in final[1:])
-    down = stack.on_terminal("--progress", "plain", "down")  # type: ignore[attr-defined]
+    down = on_terminal("--progress", "plain", "down")
     assert down.finish() == 0
     assert " Container proj-web-1  \x1b[32mRemoved\x1b[0m" in down.output
     assert "[+]" not in down.output
 
 
 def test_attached_up_colors_prefixes_and_the_first_ctrl_c_stops_gracefully(
-        stack: Stack, tmp_path: Path) -> None:
+        stack: StackCli, tmp_path: Path, on_terminal: Callable[..., Terminal]) -> None:
     write(tmp_path / "proj")
-    terminal = stack.on_terminal("up")  # type: ignore[attr-defined]
+    terminal = on_terminal("up")
     terminal.read_until("web-says-hi")
     terminal.read_until("db-says-hi")
     assert "Attaching to db-1, web-1" in terminal.output
@@ -188,10 +178,10 @@ def test_attached_up_colors_prefixes_and_the_first_ctrl_c_stops_gracefully(
     assert " Container proj-web-1  \x1b[32mStopped\x1b[0m" in terminal.output
     assert set(states(stack).values()) == {"exited"}
 
-    logs = stack.on_terminal("logs", "web")  # type: ignore[attr-defined]
+    logs = on_terminal("logs", "web")
     assert logs.finish() == 0
     assert "\x1b[36mweb-1  | \x1b[0mweb-says-hi" in logs.output
-    monochrome = stack.on_terminal("logs", "--no-color", "web")  # type: ignore[attr-defined]
+    monochrome = on_terminal("logs", "--no-color", "web")
     assert monochrome.finish() == 0
     assert "web-1  | web-says-hi" in monochrome.output and "\x1b[36m" not in monochrome.output
     assert stack("logs").stdout.splitlines() == ["db-1   | db-says-hi", "web-1  | web-says-hi"]
@@ -199,7 +189,7 @@ def test_attached_up_colors_prefixes_and_the_first_ctrl_c_stops_gracefully(
 
 
 def test_a_second_ctrl_c_kills_what_a_graceful_stop_still_waits_for(
-        stack: Stack, tmp_path: Path) -> None:
+        stack: StackCli, tmp_path: Path, on_terminal: Callable[..., Terminal]) -> None:
     (tmp_path / "proj" / "compose.yaml").write_text("""
 services:
   stubborn:
@@ -207,7 +197,7 @@ services:
     command: sh -c 'trap "echo ignoring-term" TERM; echo ready; while true; do sleep 1; done'
     stop_grace_period: 2m
 """)
-    terminal = stack.on_terminal("up")  # type: ignore[attr-defined]
+    terminal = on_terminal("up")
     terminal.read_until("ready")
     terminal.interrupt()
     terminal.read_until("Container proj-stubborn-1  Stopping")
@@ -220,14 +210,14 @@ services:
 
 
 def test_down_rmi_removes_the_services_images_but_keeps_one_another_project_uses(
-        stack: Stack, tmp_path: Path) -> None:
+        stack: StackCli, other: StackCli, tmp_path: Path) -> None:
     stack("image", "tag", "busybox", "rmi-web:1")
     stack("image", "tag", "busybox", "rmi-shared:1")
     (tmp_path / "proj" / "compose.yaml").write_text(
         STACK.replace("IMAGE", "rmi-web:1", 1).replace("IMAGE", "rmi-shared:1"))
     write(tmp_path / "other", "rmi-shared:1")
     stack("up", "-d")
-    stack("up", "-d", cwd="other")
+    other("up", "-d")
     local = stack("down", "--rmi", "local")  # no service was built: no image goes
     assert "Image" not in local.stderr
     stack("up", "-d")
@@ -237,5 +227,5 @@ def test_down_rmi_removes_the_services_images_but_keeps_one_another_project_uses
         in down.stderr
     images = stack("image", "ls").stdout
     assert "rmi-web" not in images and "rmi-shared" in images and "busybox" in images
-    stack("down", "--rmi", "all", cwd="other")
+    other("down", "--rmi", "all")
     assert "rmi-shared" not in stack("image", "ls").stdout

@@ -3,11 +3,7 @@ the host's own userland (no image, no download)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,44 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.host_network import root_leftovers
+from support.stack_cli import StackCli, cli_engine
 
 pytestmark = pytest.mark.slow
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def stack_in(container_root: Path, tmp_path: Path) -> Iterator[Callable[[str], Stack]]:
+def stack_in(container_root: Path, tmp_path: Path) -> Iterator[Callable[[str], StackCli]]:
     """`stack_in("notes")` runs the CLI on stacks/notes; every stack used is taken down."""
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock"),
-           "STACK_ADDRESS_POOLS": "10.219.0.0/16:24"}
-    used: list[Stack] = []
-
-    def open_stack(name: str) -> Stack:
-        def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-            result = subprocess.run(
-                [sys.executable, "-m", "orchestrator.cli.main",
-                 "--project-directory", str(STACKS / name), *args],
-                env=env, capture_output=True, text=True, timeout=120)
-            if check:
-                assert result.returncode == 0, result.stderr
-            return result
-
-        used.append(run)
-        return run
-
-    try:
-        yield open_stack
-    finally:
-        for run in used:
-            with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes
-                run("down", "-v", check=False)
-        if used:
-            used[0]("engine", "stop", check=False)
-    assert root_leftovers(container_root) == []
+    with cli_engine(container_root, tmp_path / "stack.sock", "10.219.0.0/16:24") as engine:
+        yield lambda name: engine.project(options=("--project-directory", str(STACKS / name)),
+                                          down_options=("-v",))
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
@@ -72,10 +43,6 @@ def eventually(probe: Callable[[], Any], what: str, timeout: float = 30) -> Any:
             pass
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         time.sleep(0.2)
-
-
-def containers(stack: Stack) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in json.loads(stack("ps", "-a", "--format", "json").stdout)}
 
 
 def published(container: dict[str, Any]) -> list[str]:
@@ -98,7 +65,7 @@ def dashboard_workers(count: int) -> Callable[[], dict[str, Any] | None]:
 
 
 def test_jobqueue_spreads_jobs_over_the_replicas_the_dashboard_finds_by_name(
-    stack_in: Callable[[str], Stack],
+    stack_in: Callable[[str], StackCli],
 ) -> None:
     stack = stack_in("jobqueue")
     up = stack("up", "-d")
@@ -111,7 +78,7 @@ def test_jobqueue_spreads_jobs_over_the_replicas_the_dashboard_finds_by_name(
     assert names <= set(state["queue"]["done_by"])  # the queue saw the same workers
     assert "<h1>Job queue</h1>" in fetch("http://127.0.0.1:8081/")[1].decode()
 
-    running = containers(stack)
+    running = stack.containers()
     assert sorted(running) == ["jobqueue-dashboard-1", "jobqueue-producer-1",
                                "jobqueue-queue-1", "jobqueue-worker-1", "jobqueue-worker-2"]
     assert published(running["jobqueue-dashboard-1"]) == ["127.0.0.1:8081->8081"]
@@ -124,14 +91,14 @@ def test_jobqueue_spreads_jobs_over_the_replicas_the_dashboard_finds_by_name(
 
     stack("up", "-d")  # back to deploy.replicas
     eventually(dashboard_workers(2), "two workers again")
-    assert "jobqueue-worker-3" not in containers(stack)
+    assert "jobqueue-worker-3" not in stack.containers()
 
 
 # --- stacks/notes ----------------------------------------------------------------------------
 
 
 def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
-    stack_in: Callable[[str], Stack],
+    stack_in: Callable[[str], StackCli],
 ) -> None:
     stack = stack_in("notes")
     lines = stack("up", "-d").stderr.splitlines()
@@ -149,7 +116,7 @@ def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
     by_hand = stack("run", "--rm", "migrate")
     assert by_hand.stdout == "database at schema 2, 4 notes\n"
 
-    before = containers(stack)
+    before = stack.containers()
     assert before["notes-migrate-1"]["state"] == "exited"
     assert before["notes-migrate-1"]["exit_code"] == 0
     assert published(before["notes-web-1"]) == ["127.0.0.1:8082->8082"]
@@ -162,7 +129,7 @@ def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
     # A second `up` runs the one-shot migration again, as compose does; it changes nothing
     # now, and the running services stay as they are.
     stack("up", "-d")
-    after = containers(stack)
+    after = stack.containers()
     for name in ("notes-api-1", "notes-web-1"):
         assert after[name]["id"] == before[name]["id"]
 
@@ -176,4 +143,4 @@ def test_notes_migrates_first_then_serves_the_page_through_the_internal_api(
 
     stack("down", "-v")
     assert "notes_data" not in stack("volume", "ls", "-q").stdout
-    assert containers(stack) == {}
+    assert stack.containers() == {}

@@ -3,27 +3,23 @@ on pipes, and on a terminal of its own."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import select
 import struct
-import subprocess
-import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.stack_cli import StackCli, cli_engine
 
 from orchestrator.runtime.network import links
 
 pytestmark = pytest.mark.slow
-
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 
 STACK = """
 services:
@@ -48,13 +44,6 @@ services:
 
 
 @pytest.fixture
-def env(container_root: Path, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "STACK_ROOT": str(container_root),
-            "STACK_SOCKET": str(tmp_path / "stack.sock"),
-            "STACK_ADDRESS_POOLS": "10.226.0.0/16:24"}
-
-
-@pytest.fixture
 def project(tmp_path: Path) -> Path:
     folder = tmp_path / "proj"
     folder.mkdir()
@@ -63,22 +52,12 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stack(env: dict[str, str], project: Path, container_root: Path) -> Iterator[Stack]:
-    def run(*args: str, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
-                                cwd=project, env=env, input=stdin, capture_output=True,
-                                text=True, timeout=120)
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    try:
-        yield run
-    finally:
-        made = host_links(container_root)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
-            run("down", check=False)
-        run("engine", "stop", check=False)
+def stack(project: Path, container_root: Path, tmp_path: Path) -> Iterator[StackCli]:
+    with cli_engine(container_root, tmp_path / "stack.sock", "10.226.0.0/16:24") as engine:
+        try:
+            yield engine.project(project)
+        finally:
+            made = host_links(container_root)
     # Only this state root's links: other engines on the host may have theirs.
     assert made and set(made).isdisjoint(links.our_links())
 
@@ -93,11 +72,11 @@ def host_links(root: Path) -> list[str]:
     return names
 
 
-def containers(stack: Stack) -> list[dict[str, Any]]:
-    return list(json.loads(stack("ps", "-a", "--format", "json").stdout))
+def containers(stack: StackCli) -> list[dict[str, Any]]:
+    return list(stack.containers().values())
 
 
-def on_terminal(env: dict[str, str], project: Path, args: list[str],
+def on_terminal(stack: StackCli, args: list[str],
                 replies: dict[bytes, bytes], size: tuple[int, int] = (33, 101),
                 resize_to: tuple[int, int] | None = None) -> tuple[int, str, bool]:
     """Run the CLI with a terminal as its stdin, stdout and stderr (and controlling
@@ -105,9 +84,8 @@ def on_terminal(env: dict[str, str], project: Path, args: list[str],
     when asked. (exit code, screen, whether the terminal was left cooked and echoing)"""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli.main", *args], cwd=project, env=env,
-        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+    process = stack.popen(
+        *args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
     )
     os.close(slave)
@@ -146,7 +124,7 @@ def on_terminal(env: dict[str, str], project: Path, args: list[str],
 # --- exec -----------------------------------------------------------------------------------
 
 
-def test_exec_prints_the_output_and_exits_with_the_command_s_code(stack: Stack) -> None:
+def test_exec_prints_the_output_and_exits_with_the_command_s_code(stack: StackCli) -> None:
     stack("up", "-d")
     done = stack("exec", "-T", "app", "sh", "-c", "pwd; echo $BASE; echo oops >&2; exit 3",
                  check=False)
@@ -157,7 +135,7 @@ def test_exec_prints_the_output_and_exits_with_the_command_s_code(stack: Stack) 
     assert piped.stdout == "through stdin\nend\n"
 
 
-def test_exec_takes_environment_working_dir_and_user(stack: Stack) -> None:
+def test_exec_takes_environment_working_dir_and_user(stack: StackCli) -> None:
     stack("up", "-d")
     done = stack("exec", "-T", "-e", "EXTRA=added", "-e", "BASE=replaced", "-w", "/tmp",
                  "-u", "nobody", "app", "sh", "-c", "pwd; echo $BASE $EXTRA; id -u; id -g")
@@ -165,11 +143,11 @@ def test_exec_takes_environment_working_dir_and_user(stack: Stack) -> None:
 
 
 def test_exec_on_a_terminal_has_a_tty_of_the_window_s_size_and_passes_keys(
-    env: dict[str, str], project: Path, stack: Stack
+    stack: StackCli,
 ) -> None:
     stack("up", "-d")
     code, screen, cooked = on_terminal(
-        env, project,
+        stack,
         ["exec", "app", "sh", "-c",
          "test -t 0 && test -t 1 && echo on-a-terminal; stty size; echo READY;"
          " read line; echo got-$line; stty size; exit 5"],
@@ -180,7 +158,7 @@ def test_exec_on_a_terminal_has_a_tty_of_the_window_s_size_and_passes_keys(
     assert cooked
 
 
-def test_exec_of_a_missing_or_unexecutable_binary_fails_like_docker(stack: Stack) -> None:
+def test_exec_of_a_missing_or_unexecutable_binary_fails_like_docker(stack: StackCli) -> None:
     stack("up", "-d")
     missing = stack("exec", "-T", "app", "nosuch", check=False)
     assert missing.returncode == 127
@@ -191,7 +169,7 @@ def test_exec_of_a_missing_or_unexecutable_binary_fails_like_docker(stack: Stack
     assert stack("exec", "-T", "app", "echo", "still fine").stdout == "still fine\n"
 
 
-def test_exec_detached_returns_at_once_and_the_command_runs_on(stack: Stack) -> None:
+def test_exec_detached_returns_at_once_and_the_command_runs_on(stack: StackCli) -> None:
     stack("up", "-d")
     started = time.monotonic()
     stack("exec", "-d", "app", "sh", "-c", "sleep 1; touch /srv/done")
@@ -202,7 +180,7 @@ def test_exec_detached_returns_at_once_and_the_command_runs_on(stack: Stack) -> 
         time.sleep(0.2)
 
 
-def test_exec_into_a_service_that_is_not_running_says_so(stack: Stack) -> None:
+def test_exec_into_a_service_that_is_not_running_says_so(stack: StackCli) -> None:
     stack("up", "-d", "db")
     refused = stack("exec", "-T", "app", "true", check=False)
     assert refused.returncode == 1
@@ -214,7 +192,7 @@ def test_exec_into_a_service_that_is_not_running_says_so(stack: Stack) -> None:
 # --- run ------------------------------------------------------------------------------------
 
 
-def test_run_rm_exits_with_the_container_s_code_and_leaves_nothing(stack: Stack) -> None:
+def test_run_rm_exits_with_the_container_s_code_and_leaves_nothing(stack: StackCli) -> None:
     done = stack("run", "--rm", "-T", "-e", "EXTRA=added", "app",
                  "sh", "-c", "echo $BASE $EXTRA; cat; exit 7", check=False, stdin="in\n")
     assert done.returncode == 7, done.stderr
@@ -222,7 +200,7 @@ def test_run_rm_exits_with_the_container_s_code_and_leaves_nothing(stack: Stack)
     assert [c for c in containers(stack) if c["oneoff"]] == []
 
 
-def test_run_brings_its_dependencies_up_first(stack: Stack) -> None:
+def test_run_brings_its_dependencies_up_first(stack: StackCli) -> None:
     done = stack("run", "--rm", "-T", "app", "sh", "-c", "ping -c1 -W2 db >/dev/null && echo up")
     assert done.stdout == "up\n"
     assert " Container proj-db-1  Started" in done.stderr
@@ -230,13 +208,13 @@ def test_run_brings_its_dependencies_up_first(stack: Stack) -> None:
     assert (db["name"], db["state"], db["health"]) == ("proj-db-1", "running", "healthy")
 
 
-def test_run_no_deps_starts_nothing_else(stack: Stack) -> None:
+def test_run_no_deps_starts_nothing_else(stack: StackCli) -> None:
     done = stack("run", "--rm", "--no-deps", "-T", "app", "echo", "alone")
     assert done.stdout == "alone\n"
     assert containers(stack) == []
 
 
-def test_run_detached_prints_the_id_of_a_named_one_off_container(stack: Stack) -> None:
+def test_run_detached_prints_the_id_of_a_named_one_off_container(stack: StackCli) -> None:
     started = stack("run", "-d", "--no-deps", "--entrypoint", "sh -c", "app", "echo by-entrypoint")
     container_id = started.stdout.strip()
     assert len(container_id) == 64 and int(container_id, 16) >= 0
@@ -254,16 +232,16 @@ def test_run_detached_prints_the_id_of_a_named_one_off_container(stack: Stack) -
     assert named.stdout.strip() in {c["id"] for c in containers(stack)}
 
 
-def test_run_of_a_missing_binary_exits_127_and_rm_removes_it(stack: Stack) -> None:
+def test_run_of_a_missing_binary_exits_127_and_rm_removes_it(stack: StackCli) -> None:
     failed = stack("run", "--rm", "--no-deps", "-T", "app", "nosuch", check=False)
     assert failed.returncode == 127
     assert 'exec: "nosuch": executable file not found in $PATH' in failed.stderr
     assert containers(stack) == []
 
 
-def test_run_on_a_terminal_gets_a_tty(env: dict[str, str], project: Path, stack: Stack) -> None:
+def test_run_on_a_terminal_gets_a_tty(stack: StackCli) -> None:
     code, screen, cooked = on_terminal(
-        env, project,
+        stack,
         ["run", "--rm", "--no-deps", "app", "sh", "-c",
          "test -t 0 && echo on-a-terminal; echo READY; read line; echo got-$line; exit 4"],
         {b"READY": b"keys\r"})

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from support.host_network import root_leftovers
+from support.stack_cli import cli_engine
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +17,10 @@ HELLO = Path(__file__).resolve().parents[2] / "stacks" / "hello"
 def test_hello_stack_serves_a_page_written_by_the_other_service(
     container_root: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock")}
-
-    def stack(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "orchestrator.cli.main",
-                               "--project-directory", str(HELLO), *args],
-                              env=env, capture_output=True, text=True, timeout=120)
-
-    try:
+    with cli_engine(container_root, tmp_path / "stack.sock") as engine:
+        stack = engine.project(options=("--project-directory", str(HELLO)),
+                               down_options=("-v",))
         up = stack("up", "-d")
-        assert up.returncode == 0, up.stderr
         assert " Container hello-web-1  Healthy" in up.stderr
         deadline = time.monotonic() + 15
         while True:
@@ -46,7 +36,3 @@ def test_hello_stack_serves_a_page_written_by_the_other_service(
         assert page.startswith("<h1>Hello from stack</h1>")
         ps = stack("ps").stdout
         assert "(healthy)" in ps and "127.0.0.1:8080->8080/tcp" in ps
-    finally:
-        stack("down", "-v")
-        stack("engine", "stop")
-    assert root_leftovers(container_root) == []

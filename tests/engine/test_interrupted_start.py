@@ -3,15 +3,13 @@ command, its network not plugged yet; the next engine finishes that start."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import trio
 from support.containers import ServiceRunner
+from support.stack_cli import engine_env, engine_process
 
 from orchestrator.runtime.network.manager import NetworkManager
 
@@ -42,23 +40,19 @@ async def test_the_next_engine_plugs_and_releases_a_container_left_held(
     assert runner.output(container.id) == ("", "")  # held: its command has not run
     assert await runner.runtime.held() == [container.id]
 
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock"), "STACK_ADDRESS_POOLS": POOLS}
-    daemon = subprocess.Popen([sys.executable, "-m", "orchestrator.engine.daemon"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = engine_env(container_root, tmp_path / "stack.sock", POOLS)
     try:
-        deadline = time.monotonic() + 15
-        while "ran" not in runner.output(container.id)[0]:
-            assert daemon.poll() is None, "the engine did not start"
-            assert time.monotonic() < deadline, "the held container never ran its command"
-            await trio.sleep(0.05)
-        stdout = runner.output(container.id)[0]
-        assert stdout.startswith("inet 10.233."), stdout  # with its network, plugged
-        assert await runner.runtime.held() == []
-        assert runner.runtime.get(container.id).state.status == "running"
+        with engine_process(env, wait_for_socket=False) as daemon:
+            deadline = time.monotonic() + 15
+            while "ran" not in runner.output(container.id)[0]:
+                assert daemon.poll() is None, "the engine did not start"
+                assert time.monotonic() < deadline, "the held container never ran its command"
+                await trio.sleep(0.05)
+            stdout = runner.output(container.id)[0]
+            assert stdout.startswith("inet 10.233."), stdout  # with its network, plugged
+            assert await runner.runtime.held() == []
+            assert runner.runtime.get(container.id).state.status == "running"
     finally:
-        daemon.terminate()
-        daemon.wait(15)
         await runner.remove_all()
         for network in networks.list():
             if network.name.startswith("held_"):

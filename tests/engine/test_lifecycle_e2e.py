@@ -3,21 +3,19 @@ pause, unpause, top, port, wait, events, images, cp — through the real CLI and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
+from support.host_network import free_port
+from support.stack_cli import StackCli, cli_engine
 
 pytestmark = pytest.mark.slow
-
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 
 STACK = """
 services:
@@ -56,32 +54,16 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stack(container_root: Path, tmp_path: Path, project: Path) -> Iterator[Stack]:
-    env = {**os.environ, "STACK_ROOT": str(container_root),
-           "STACK_SOCKET": str(tmp_path / "stack.sock"),
-           "STACK_ADDRESS_POOLS": "10.237.0.0/16:24"}
-
-    def run(*args: str, check: bool = True, stdin: str | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
-                                cwd=project, env=env, capture_output=True, text=True,
-                                input=stdin, timeout=120)
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    run.env = env  # type: ignore[attr-defined]
+def stack(container_root: Path, tmp_path: Path, project: Path) -> Iterator[StackCli]:
     bridges: list[str] = []
-    try:
-        yield run
-    finally:
-        record = container_root / "networks" / "proj_default.json"
-        if record.exists():
-            bridges.append(json.loads(record.read_text()).get("bridge", ""))
-        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
-            run("down", check=False)
-        run("engine", "stop", check=False)
-    with IPRoute() as ip:  # this project's bridge is gone (other tests may run beside us)
+    with cli_engine(container_root, tmp_path / "stack.sock", "10.237.0.0/16:24") as engine:
+        try:
+            yield engine.project(project)
+        finally:
+            record = container_root / "networks" / "proj_default.json"
+            if record.exists():
+                bridges.append(json.loads(record.read_text()).get("bridge", ""))
+    with IPRoute() as ip:  # this project's bridge is gone, by the name it was given
         assert not [b for b in bridges if b and ip.link_lookup(ifname=b)]
 
 
@@ -89,24 +71,12 @@ def write(project: Path, port: int) -> None:
     (project / "compose.yaml").write_text(STACK.replace("PORT", str(port)))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def containers(stack: Stack) -> dict[str, dict]:
-    return {c["name"]: c for c in json.loads(stack("ps", "-a", "--format", "json").stdout)}
-
-
-def healthy(stack: Stack) -> bool:
+def healthy(stack: StackCli) -> bool:
     """The web server answers its own healthcheck (from inside: no host NAT involved)."""
-    return containers(stack)["proj-web-1"]["health"] == "healthy"
+    return stack.containers()["proj-web-1"]["health"] == "healthy"
 
 
-def ticks(stack: Stack) -> int:
+def ticks(stack: StackCli) -> int:
     return stack("logs", "worker").stdout.count("tick")
 
 
@@ -118,7 +88,7 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @pytest.fixture
-def running(stack: Stack, project: Path) -> int:
+def running(stack: StackCli, project: Path) -> int:
     port = free_port()
     write(project, port)
     stack("up", "-d")
@@ -126,69 +96,73 @@ def running(stack: Stack, project: Path) -> int:
 
 
 def test_stop_then_start_keeps_the_containers_and_no_restart_policy_undoes_the_stop(
-    stack: Stack, running: int
+    stack: StackCli, running: int
 ) -> None:
-    before = {name: c["id"] for name, c in containers(stack).items()}
+    before = {name: c["id"] for name, c in stack.containers().items()}
     stop = stack("stop", "web", "worker").stderr.splitlines()  # progress: stderr
     # Dependents first: the worker is stopped before the web server it needs.
     assert stop.index(" Container proj-worker-1  Stopped") < stop.index(
         " Container proj-web-1  Stopping")
     assert " Container proj-web-1  Stopped" in stop
     time.sleep(1.5)  # `restart: always` would have brought them back by now
-    states = {name: c["state"] for name, c in containers(stack).items()}
+    states = {name: c["state"] for name, c in stack.containers().items()}
     assert states["proj-web-1"] == "exited" and states["proj-worker-1"] == "exited"
 
     start = stack("start").stderr.splitlines()
     assert start.index(" Container proj-web-1  Started") < start.index(
         " Container proj-worker-1  Started")
     assert " Container proj-web-1  Healthy" in start  # the worker waited for it
-    assert {name: c["id"] for name, c in containers(stack).items()} == before
+    assert {name: c["id"] for name, c in stack.containers().items()} == before
     assert healthy(stack)
 
 
-def test_restart_with_a_timeout_starts_the_container_again(stack: Stack, running: int) -> None:
-    first = containers(stack)["proj-worker-1"]["started_at"]
+def test_restart_with_a_timeout_starts_the_container_again(
+    stack: StackCli, running: int
+) -> None:
+    first = stack.containers()["proj-worker-1"]["started_at"]
     restart = stack("restart", "-t", "1", "worker").stderr
     assert restart == " Container proj-worker-1  Restarting\n Container proj-worker-1  Started\n"
-    after = containers(stack)["proj-worker-1"]
+    after = stack.containers()["proj-worker-1"]
     assert after["state"] == "running" and after["started_at"] > first
 
 
-def test_pause_freezes_a_container_and_unpause_thaws_it(stack: Stack, running: int) -> None:
+def test_pause_freezes_a_container_and_unpause_thaws_it(
+    stack: StackCli, running: int
+) -> None:
     assert stack("pause", "worker").stderr == (" Container proj-worker-1  Pausing\n"
                                                " Container proj-worker-1  Paused\n")
-    assert containers(stack)["proj-worker-1"]["state"] == "paused"
+    assert stack.containers()["proj-worker-1"]["state"] == "paused"
     frozen = ticks(stack)
     time.sleep(1.0)
     assert ticks(stack) == frozen
     assert stack("unpause").stderr == (" Container proj-worker-1  Unpausing\n"
                                        " Container proj-worker-1  Unpaused\n")
-    assert containers(stack)["proj-worker-1"]["state"] == "running"
+    assert stack.containers()["proj-worker-1"]["state"] == "running"
     eventually(lambda: ticks(stack) > frozen)
 
 
-def test_kill_stops_a_container_for_good(stack: Stack, running: int) -> None:
+def test_kill_stops_a_container_for_good(stack: StackCli, running: int) -> None:
     kill = stack("kill", "-s", "SIGKILL", "worker").stderr
     assert kill == " Container proj-worker-1  Killing\n Container proj-worker-1  Killed\n"
     time.sleep(1.5)
-    assert containers(stack)["proj-worker-1"]["state"] == "exited"  # despite `restart: always`
+    assert stack.containers()["proj-worker-1"]["state"] == "exited"  # despite `restart: always`
     refused = stack("kill", "-s", "NOSUCHSIGNAL", check=False)
     assert refused.returncode == 1 and "NOSUCHSIGNAL" in refused.stderr
 
 
-def test_rm_removes_only_stopped_containers(stack: Stack, running: int) -> None:
+def test_rm_removes_only_stopped_containers(stack: StackCli, running: int) -> None:
     anonymous = set(stack("volume", "ls", "-q").stdout.split())  # with the worker's /cache
     nothing = stack("rm", "-f", "web")
     assert nothing.stdout == "" and "No stopped containers" in nothing.stderr
     stack("stop", "worker")
     declined = stack("rm", "worker", stdin="n\n")
     assert "Going to remove proj-worker-1" in declined.stdout
-    assert "proj-worker-1" in containers(stack)
+    assert "proj-worker-1" in stack.containers()
     removed = stack("rm", "-f", "worker")
     assert removed.stdout == "Going to remove proj-worker-1\n"
     assert removed.stderr == (" Container proj-worker-1  Removing\n"
                               " Container proj-worker-1  Removed\n")
-    assert "proj-worker-1" not in containers(stack)
+    assert "proj-worker-1" not in stack.containers()
     assert set(stack("volume", "ls", "-q").stdout.split()) == anonymous  # no -v: kept
     stack("up", "-d", "worker")
     assert len(set(stack("volume", "ls", "-q").stdout.split()) - anonymous) == 1
@@ -196,11 +170,12 @@ def test_rm_removes_only_stopped_containers(stack: Stack, running: int) -> None:
     assert set(stack("volume", "ls", "-q").stdout.split()) == anonymous
     both = stack("rm", "-s", "-f", "-v", "web").stderr
     assert " Container proj-web-1  Stopped" in both and " Container proj-web-1  Removed" in both
-    assert sorted(containers(stack)) == ["proj-job-1"]
+    assert sorted(stack.containers()) == ["proj-job-1"]
 
 
-def test_top_port_and_images_describe_the_running_containers(stack: Stack,
-                                                             running: int) -> None:
+def test_top_port_and_images_describe_the_running_containers(
+    stack: StackCli, running: int
+) -> None:
     top = stack("top", "web").stdout.splitlines()
     assert top[0] == "proj-web-1"
     assert top[1].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
@@ -220,7 +195,7 @@ def test_top_port_and_images_describe_the_running_containers(stack: Stack,
     assert [r["container"] for r in only] == ["proj-worker-1"]
 
 
-def test_wait_exits_with_the_containers_exit_code(stack: Stack, running: int) -> None:
+def test_wait_exits_with_the_containers_exit_code(stack: StackCli, running: int) -> None:
     waited = stack("wait", "job", check=False)
     assert waited.stdout == 'container "proj-job-1" exited with status code 3\n'
     assert waited.returncode == 3
@@ -231,13 +206,11 @@ def test_wait_exits_with_the_containers_exit_code(stack: Stack, running: int) ->
     down = stack("wait", "--down-project", "job", "worker", check=False)
     assert down.returncode == 3  # the first to stop ended it, and the project with it
     assert " Network proj_default  Removed" in down.stderr
-    assert containers(stack) == {}
+    assert stack.containers() == {}
 
 
-def test_events_stream_what_the_verbs_do(stack: Stack, running: int, project: Path) -> None:
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli.main", "events", "--json", "worker"],
-        cwd=project, env=stack.env, stdout=subprocess.PIPE, text=True)  # type: ignore[attr-defined]
+def test_events_stream_what_the_verbs_do(stack: StackCli, running: int) -> None:
+    watcher = stack.popen("events", "--json", "worker", stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # let it subscribe
         stack("stop", "worker")
@@ -258,7 +231,7 @@ def test_events_stream_what_the_verbs_do(stack: Stack, running: int, project: Pa
 
 
 def test_cp_copies_both_ways_and_sees_the_containers_mounts(
-    stack: Stack, running: int, project: Path
+    stack: StackCli, running: int, project: Path
 ) -> None:
     (project / "note.txt").write_text("a note\n")
     tree = project / "tree"

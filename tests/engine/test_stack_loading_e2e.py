@@ -7,20 +7,16 @@ the file as the user typed it; `-f -` still reads the CLI's stdin.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.stack_cli import StackCli, cli_engine
 
 from orchestrator.cli.engine_client import EngineClient, EngineError
 
 pytestmark = pytest.mark.slow
-
-Stack = Callable[..., subprocess.CompletedProcess[str]]
 
 STACK = """
 services:
@@ -46,31 +42,17 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def stack(container_root: Path, tmp_path: Path, project: Path) -> Iterator[Stack]:
-    base = {**os.environ, "STACK_ROOT": str(container_root),
-            "STACK_SOCKET": str(tmp_path / "stack.sock")}
-    base.pop("GREETING", None)
-
-    def run(*args: str, cwd: Path = project, env: dict[str, str] | None = None,
-            stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args],
-                                cwd=cwd, env={**base, **(env or {})}, input=stdin,
-                                capture_output=True, text=True, timeout=120)
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    run("ls")  # the engine starts here: without GREETING, and with the test's own HOME
-    try:
-        yield run
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):  # the engine goes regardless
-            run("down", check=False)
-        run("engine", "stop", check=False)
+def stack(container_root: Path, tmp_path: Path, project: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[StackCli]:
+    monkeypatch.delenv("GREETING", raising=False)
+    with cli_engine(container_root, tmp_path / "stack.sock") as engine:
+        stack = engine.project(project)
+        stack("ls")  # the engine starts here: without GREETING, and with the test's own HOME
+        yield stack
 
 
 def test_the_clis_environment_and_home_are_used_not_the_engines(
-    stack: Stack, tmp_path: Path
+    stack: StackCli, tmp_path: Path
 ) -> None:
     home = str(tmp_path / "home")
     shown = stack("run", "--rm", "-T", "app", "sh", "-c", 'echo "$GREETING"; cat /data/note',
@@ -82,7 +64,7 @@ def test_the_clis_environment_and_home_are_used_not_the_engines(
 
 
 def test_files_are_found_from_the_clis_working_directory(
-    stack: Stack, tmp_path: Path, project: Path
+    stack: StackCli, tmp_path: Path, project: Path
 ) -> None:
     deeper = project / "sub" / "dir"
     deeper.mkdir(parents=True)
@@ -93,7 +75,7 @@ def test_files_are_found_from_the_clis_working_directory(
     assert outside.stdout == "app\n"
 
 
-def test_a_mistake_is_one_line_naming_the_file_as_typed(stack: Stack, project: Path) -> None:
+def test_a_mistake_is_one_line_naming_the_file_as_typed(stack: StackCli, project: Path) -> None:
     (project / "compose.yaml").write_text("services:\n  app:\n    image: [busybox\n")
     failed = stack("up", "-d", check=False)
     assert failed.returncode == 1
@@ -105,13 +87,13 @@ def test_a_mistake_is_one_line_naming_the_file_as_typed(stack: Stack, project: P
     assert missing.stderr == "error: nowhere.yaml: stack file not found\n"
 
 
-def test_stdin_is_still_read_by_the_cli(stack: Stack, tmp_path: Path) -> None:
+def test_stdin_is_still_read_by_the_cli(stack: StackCli, tmp_path: Path) -> None:
     ran = stack("-p", "fromstdin", "-f", "-", "run", "--rm", "-T", "piped", "echo", "ran",
                 cwd=tmp_path, stdin="services:\n  piped: {image: busybox, network_mode: none}\n")
     assert ran.stdout == "ran\n"
 
 
-def test_bad_load_requests_are_refused(stack: Stack, tmp_path: Path) -> None:
+def test_bad_load_requests_are_refused(stack: StackCli, tmp_path: Path) -> None:
     client = EngineClient(str(tmp_path / "stack.sock"))
     try:
         for body, expected in [
@@ -131,7 +113,7 @@ def test_bad_load_requests_are_refused(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_sigusr1_makes_the_engine_write_its_tasks_into_its_log(
-    stack: Stack, container_root: Path
+    stack: StackCli, container_root: Path
 ) -> None:
     import signal
     import time
