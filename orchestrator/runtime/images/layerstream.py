@@ -211,11 +211,17 @@ class _Hasher:
     Hashing the tar costs as much CPU as inflating a third of it with ISA-L; in
     the inflating thread it would make that thread the slowest of the pipeline.
     hashlib releases the GIL on large buffers, so this runs beside the others.
+    Memory stays bounded by tokens: `put` takes one, hashing a chunk gives it
+    back. They are a SimpleQueue, not a Semaphore, because the queue is C: this
+    thread then holds the GIL for microseconds per chunk, which the unpacking
+    thread would otherwise wait for.
     """
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._room = threading.BoundedSemaphore(_QUEUE_CHUNKS)  # memory stays bounded
+        self._room: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(_QUEUE_CHUNKS):
+            self._room.put(None)
         self._hash = hashlib.sha256()
         self._thread = threading.Thread(target=self._work, name="layer-hash", daemon=True)
 
@@ -223,7 +229,7 @@ class _Hasher:
         self._thread.start()
 
     def put(self, chunk: bytes) -> None:
-        self._room.acquire()
+        self._room.get()
         self._queue.put(chunk)
 
     def close(self) -> None:
@@ -238,7 +244,7 @@ class _Hasher:
     def _work(self) -> None:
         while (chunk := self._queue.get()) is not None:
             self._hash.update(chunk)
-            self._room.release()
+            self._room.put(None)
 
 
 def _read_head(blob: BinaryIO) -> bytes:
