@@ -214,6 +214,20 @@ def test_run_no_deps_starts_nothing_else(stack: StackCli) -> None:
     assert containers(stack) == []
 
 
+def test_run_makes_the_volumes_and_networks_of_its_service_first(
+    stack: StackCli, project: Path
+) -> None:
+    mount = "    working_dir: /srv\n    volumes: [data:/data]\n"
+    with_data = STACK.replace("    working_dir: /srv\n", mount)
+    (project / "compose.yaml").write_text(with_data + "volumes:\n  data: {}\n")
+    stack("run", "--rm", "--no-deps", "-T", "app", "sh", "-c", "echo kept > /data/note")
+    again = stack("run", "--rm", "--no-deps", "-T", "app", "cat", "/data/note")
+    assert again.stdout == "kept\n"
+    assert "proj_data" in stack("volume", "ls", "-q").stdout.split()
+    networks = stack("network", "ls", "--format", "json").stdout.splitlines()
+    assert "proj_default" in {json.loads(line)["Name"] for line in networks}
+
+
 def test_run_detached_prints_the_id_of_a_named_one_off_container(stack: StackCli) -> None:
     started = stack("run", "-d", "--no-deps", "--entrypoint", "sh -c", "app", "echo by-entrypoint")
     container_id = started.stdout.strip()
