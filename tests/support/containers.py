@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from orchestrator.runtime.containers.cgroups import detect_layout
+from orchestrator.runtime.containers.cgroupfs import detect_layout
 from orchestrator.runtime.containers.log_reader import read_log
 from orchestrator.runtime.containers.runtime import Container, ContainerRuntime
 from orchestrator.runtime.containers.service_container import (

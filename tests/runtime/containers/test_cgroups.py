@@ -21,17 +21,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.runtime.containers.cgroups import (
-    Cgroup,
-    CgroupLayout,
+from orchestrator.runtime.containers.cgroup_limits import (
     Host,
-    detect_layout,
     format_cpu_list,
     limit_writes,
     parse_cpu_list,
-    remove_stale,
     shares_to_weight,
 )
+from orchestrator.runtime.containers.cgroupfs import CgroupLayout, detect_layout
+from orchestrator.runtime.containers.cgroups import Cgroup, remove_stale
 from orchestrator.runtime.containers.launchspec import Resources
 from orchestrator.spec.errors import StackError
 
