@@ -30,7 +30,7 @@ from orchestrator.runtime.containers.launchspec import (
     signal_number,
     validate_spec,
 )
-from orchestrator.runtime.containers.service_mounts import FileToWrite
+from orchestrator.runtime.containers.mount_plan import FileToWrite
 from orchestrator.runtime.containers.state import (
     ContainerDir,
     ContainerState,

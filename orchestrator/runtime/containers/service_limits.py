@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.runtime.containers import defaults
 from orchestrator.runtime.containers.launchspec import Namespaces, Resources, Rlimit
-from orchestrator.runtime.containers.service_mounts import ServiceKeys
+from orchestrator.runtime.containers.service_keys import ServiceKeys
 from orchestrator.spec.errors import StackError
 from orchestrator.spec.units import parse_bytes
 

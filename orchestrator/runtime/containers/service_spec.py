@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator.runtime.containers import defaults, service_limits
+from orchestrator.runtime.containers.etc_files import hosts_file, own_host_names, resolv_conf
 from orchestrator.runtime.containers.launchspec import (
     LaunchSpec,
     Mount,
@@ -30,18 +31,14 @@ from orchestrator.runtime.containers.launchspec import (
     signal_number,
     validate_spec,
 )
-from orchestrator.runtime.containers.service_mounts import (
+from orchestrator.runtime.containers.mount_plan import (
     FileToWrite,
     MountContext,
-    ServiceKeys,
     VolumeUse,
-    hosts_file,
     no_containers,
-    own_host_names,
-    plan_mounts,
-    resolv_conf,
-    sort_mounts,
 )
+from orchestrator.runtime.containers.service_keys import ServiceKeys
+from orchestrator.runtime.containers.service_mounts import plan_mounts, sort_mounts
 from orchestrator.runtime.containers.userdb import ResolvedUser, resolve_user
 from orchestrator.runtime.images.image_config import ImageConfig
 from orchestrator.spec.errors import StackError
