@@ -37,6 +37,15 @@ def no_network_leftovers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         assert session_leftovers(tmp_path_factory.getbasetemp()) == {}, "host links left behind"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroup_leftovers() -> Iterator[None]:
+    """The session's cgroup parent goes at the end of every session, also one that never
+    made a container root (tests that create cgroups directly make the parent too)."""
+    yield
+    if os.geteuid() == 0:
+        assert remove_cgroup_parent() == [], "cgroups left behind"
+
+
 @pytest.fixture(scope="session")
 def container_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
