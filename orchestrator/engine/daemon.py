@@ -59,6 +59,7 @@ async def run_engine(root: Path, socket: Path) -> None:
         server.stop()
         await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
+    engine.networks.stale_links.flush()  # links a release left for later: gone before we are
 
 
 def describe_tasks() -> str:

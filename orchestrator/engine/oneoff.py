@@ -208,7 +208,8 @@ async def remove(engine: Engine, container_id: str) -> None:
     except StackError:
         return
     await engine.runtime.remove(container_id, force=True)
-    await engine.networks.release(container_id)
+    # Its veths go with its namespace: the client is not kept waiting for the kernel.
+    await engine.networks.release(container_id, defer_links=True)
     sources = {m.source for m in container.spec.mounts if m.origin == "volume"}
     for volume in engine.volumes.list():
         if volume.anonymous and str(volume.path) in sources:

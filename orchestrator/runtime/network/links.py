@@ -46,7 +46,7 @@ def _index(ip: IPRoute, name: str) -> int | None:
     return found[0] if found else None
 
 
-def _host_index(name: str) -> int | None:
+def host_index(name: str) -> int | None:
     """A host link's index from sysfs: a file read, where a netlink request through the
     library costs a millisecond or more (a container start made several)."""
     try:
@@ -111,15 +111,20 @@ def ensure_bridge(
     _sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
 
 
-def delete_link(name: str, owner: Owner, *, recorded: bool = False) -> bool:
+def delete_link(
+    name: str, owner: Owner, *, recorded: bool = False, index: int | None = None
+) -> bool:
     """Delete the link `name` if it is `owner`'s (see `is_ours`; `recorded`: a record of
-    the owner names it); True when it was deleted. Nothing if it is gone or not ours."""
+    the owner names it) and, given `index`, still the link that had it; True when it was
+    deleted. Nothing if it is gone or not ours."""
     if not os.path.exists(f"/sys/class/net/{name}"):
         return False  # the usual case for a veth: it went with its container's namespace
     with IPRoute() as ip:
         found = _get(ip, name)
         if found is None or not is_ours(found[1], owner, recorded=recorded):
             return False
+        if index is not None and found[0] != index:
+            return False  # made again since under the same name: not the one meant
         with contextlib.suppress(NetlinkError):
             ip.link("del", index=found[0])
         return True
@@ -159,11 +164,11 @@ def attach(
     """A veth from `bridge` into the network namespace of process `pid`, named `ifname`
     there, with its address; the default route via `gateway` when given. The host end
     is marked as `owner`'s."""
-    master = _host_index(bridge)
+    master = host_index(bridge)
     if master is None:
         raise StackError(f"bridge {bridge} does not exist")
     with IPRoute() as ip:
-        stale = _get(ip, host_veth) if _host_index(host_veth) is not None else None
+        stale = _get(ip, host_veth) if host_index(host_veth) is not None else None
         if stale is not None:
             # Left by a crash (this container is new, the name is in its record), unless
             # another state root's: its names come from other random ids, never replaced.
@@ -176,7 +181,7 @@ def attach(
             ip.link("add", ifname=host_veth, kind="veth", mtu=mtu, peer=peer)
         except NetlinkError as error:
             raise StackError(f"cannot create {host_veth}: {error.args[-1]}") from None
-        index = _host_index(host_veth)
+        index = host_index(host_veth)
         ip.link("set", index=index, master=master, state="up", IFLA_IFALIAS=owner.link_alias)
     # Hairpin: a container reaching its own published port through the host address
     # gets its packet back out of the port it came in by.

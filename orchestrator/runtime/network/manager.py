@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from orchestrator.runtime.network.ipam import AddressBook
 from orchestrator.runtime.network.nft_rules import render_ruleset
 from orchestrator.runtime.network.owner import Owner
 from orchestrator.runtime.network.ports import PublishedPort, choose_host_ports
+from orchestrator.runtime.network.stale_links import StaleLinks
 from orchestrator.runtime.network.store import Endpoint, Network, NetworkStore
 from orchestrator.spec.errors import StackError
 
@@ -73,6 +75,7 @@ class NetworkManager:
         self.owner = Owner.of(state_root)
         self.answerer = answerer or DnsAnswerer()
         self.dns = dns  # serving on every network's gateway, when the caller runs one
+        self.stale_links = StaleLinks(self.owner)
 
     async def serve_dns(self) -> None:
         """Make the DNS server listen on the gateways of exactly the stored networks."""
@@ -201,17 +204,24 @@ class NetworkManager:
                 owner=self.owner, mac=endpoint.mac or None, mtu=network.mtu,
             )
 
-    async def release(self, container_id: str) -> None:
-        await trio.to_thread.run_sync(self.release_now, container_id, limiter=_LIMIT)
+    async def release(self, container_id: str, *, defer_links: bool = False) -> None:
+        await trio.to_thread.run_sync(
+            partial(self.release_now, container_id, defer_links=defer_links), limiter=_LIMIT
+        )
 
-    def release_now(self, container_id: str) -> None:
+    def release_now(self, container_id: str, *, defer_links: bool = False) -> None:
+        """The container's addresses and ports, given back. Its host veths usually go
+        with its namespace; the rest are deleted now, or with `defer_links` a moment
+        later (see stale_links.py), where the caller need not wait for the kernel."""
         with self.store.locked():
             released = False
             for network in self.store.list():
                 endpoint = network.endpoints.pop(container_id, None)
                 if endpoint is not None:
-                    # Usually gone with its namespace already.
-                    links.delete_link(endpoint.veth, self.owner, recorded=True)
+                    if defer_links:
+                        self.stale_links.note(endpoint.veth)
+                    else:
+                        links.delete_link(endpoint.veth, self.owner, recorded=True)
                     self.store.save(network)
                     released = True
             if released:  # a container on no network (`network_mode: none`) changes nothing
