@@ -35,8 +35,10 @@ def many(prefix: str, count: int = 300) -> list:
 
 def test_every_file_of_a_many_file_layer_has_its_content_and_metadata(tmp_path):
     members = [directory("d", mode=0o751, mtime=1_000)]
+    # Several megabytes: the buffers the tar is read into are reused under the writers.
+    contents = [os.urandom(n * 37) for n in range(500)]
     members += [
-        file(f"d/f{n}", os.urandom(n * 37), uid=n, gid=n + 1, mode=0o640 + n % 2, mtime=n)
+        file(f"d/f{n}", contents[n], uid=n, gid=n + 1, mode=0o640 + n % 2, mtime=n)
         for n in range(500)
     ]
     big = os.urandom(3 * SMALL_FILE + 12345)  # streamed, not handed to a writer thread
@@ -48,6 +50,7 @@ def test_every_file_of_a_many_file_layer_has_its_content_and_metadata(tmp_path):
         assert info.st_size == n * 37
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (n, n + 1, 0o640 + n % 2)
         assert info.st_mtime_ns == n * 10**9
+        assert path.read_bytes() == contents[n]
     assert (tmp_path / "layer/d/big").read_bytes() == big
     assert os.lstat(tmp_path / "layer/d").st_mtime_ns == 1_000 * 10**9  # set after its files
 
