@@ -88,7 +88,8 @@ class DecompressedLayer:
         self._compressed = _decompressor(head) is not None
         if self._compressed:
             self._blob_hash = hashlib.sha256()  # of the compressed bytes, in the producer
-            self._chunks = _decompressed_chunks(head, _raw_chunks(head, blob, self._blob_hash))
+            self._raw = _raw_chunks(head, blob, self._blob_hash)
+            self._chunks = _decompressed_chunks(head, self._raw)
             self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_CHUNKS)
             self._stop = threading.Event()
             self._thread = threading.Thread(
@@ -129,6 +130,8 @@ class DecompressedLayer:
                         continue
                 if self._stop.is_set():
                     return
+            for _ in self._raw:  # bytes after the compressed stream are the blob's too
+                pass
             self._hash.close()  # the digest is known before the reader sees the end
             self._queue.put(None)
         except (EOFError, OSError, *_INFLATE_ERRORS, lzma.LZMAError, zstandard.ZstdError) as error:

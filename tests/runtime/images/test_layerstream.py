@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import threading
 import zlib
 
@@ -93,3 +94,14 @@ def test_views_and_copies_read_the_same_bytes_across_chunks() -> None:
             while piece := (layer.read_view(70001) if len(pieces) % 2 else layer.read(70001)):
                 pieces.append(bytes(piece))
         assert b"".join(pieces) == tar
+
+
+def test_the_blob_digest_covers_bytes_after_the_compressed_stream() -> None:
+    """xz (like bz2) readers ignore what follows the last stream: it is the blob's all
+    the same, and its digest must cover it."""
+    tar = b"y" * 100000
+    blob = lzma.compress(tar) + b"trailing bytes" * 200_000  # over two chunks
+    with DecompressedLayer(io.BytesIO(blob)) as layer:
+        assert layer.read() == tar
+        layer.drain()
+    assert layer.blob_digest == "sha256:" + hashlib.sha256(blob).hexdigest()
