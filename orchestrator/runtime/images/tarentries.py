@@ -42,9 +42,9 @@ _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 _NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))
 
 Read = Callable[[int], bytes]
-ReadView = Callable[[int], bytes | memoryview]
-"""Reads file contents: may return views of the reader's buffers (no copy)."""
 """Up to n bytes of the tar (at least one), b"" only at its end."""
+ReadView = Callable[[int], bytes | memoryview]
+"""The same for file contents, which may come as views of the reader's buffers."""
 
 
 class TarEntry:
