@@ -310,14 +310,7 @@ class EngineClient:
         sock = self._connect()
         try:
             sock.sendall(self._encode(method, path, json, query, extra))
-            # Read the head a byte at a time: whatever follows it already belongs to
-            # the raw stream, and a socket cannot be handed over with bytes read ahead.
-            head = bytearray()
-            while not head.endswith(b"\r\n\r\n"):
-                byte = sock.recv(1)
-                if not byte or len(head) > MAX_HEAD:
-                    raise StackError("the stack engine closed the connection")
-                head += byte
+            head = _upgrade_head(sock)
             if head.startswith((b"HTTP/1.1 101 ", b"HTTP/1.0 101 ")):
                 return sock
             reader = _Reader(sock)
@@ -334,6 +327,28 @@ class EngineClient:
         except BaseException:
             sock.close()
             raise
+
+
+def _upgrade_head(sock: socket.socket) -> bytes:
+    """The response head, and not a byte more: what follows already belongs to the raw
+    stream, and a socket cannot be handed over with bytes read ahead. So the bytes are
+    looked at first (MSG_PEEK) and only the head's are taken."""
+    head = bytearray()
+    while True:
+        peeked = sock.recv(4096, socket.MSG_PEEK)
+        if not peeked or len(head) > MAX_HEAD:
+            raise StackError("the stack engine closed the connection")
+        tail = bytes(head[-3:])  # the blank line may have begun in what was taken before
+        end = (tail + peeked).find(b"\r\n\r\n")
+        wanted = len(peeked) if end < 0 else end + 4 - len(tail)
+        while wanted:
+            taken = sock.recv(wanted)
+            if not taken:
+                raise StackError("the stack engine closed the connection")
+            head += taken
+            wanted -= len(taken)
+        if end >= 0:
+            return bytes(head)
 
 
 def _stream_item(line: bytes, status: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 
+from orchestrator.cli import engine_client
 from orchestrator.cli.engine_client import EngineClient, EngineError, EngineUnavailable
 from orchestrator.engine.http import HttpServer, Request, Response, Router
 from orchestrator.spec.errors import StackError
@@ -207,3 +208,34 @@ def test_the_client_loads_neither_trio_nor_h11() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_an_upgrade_takes_the_head_and_leaves_the_stream_s_first_bytes(fake: Any) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
+    engine = fake(switch + b"raw frames")
+    sock = EngineClient(engine.path).upgrade("POST", "/v1/x", {"a": 1})
+    try:
+        assert sock.recv(100) == b"raw frames"
+    finally:
+        sock.close()
+
+
+def test_an_upgrade_head_cut_inside_its_blank_line_is_read_whole() -> None:
+    ours, theirs = socket.socketpair()
+
+    def send_in_two() -> None:
+        theirs.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r")
+        threading.Event().wait(0.2)  # the client has taken the first part by then
+        theirs.sendall(b"\nfirst frame")
+
+    sender = threading.Thread(target=send_in_two)
+    sender.start()
+    try:
+        head = engine_client._upgrade_head(ours)
+        sender.join()
+        assert head == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"
+        assert ours.recv(100) == b"first frame"
+    finally:
+        sender.join()
+        ours.close()
+        theirs.close()
