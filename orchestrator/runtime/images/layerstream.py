@@ -77,6 +77,11 @@ class DecompressedLayer:
     known once `read` has returned b"" — `drain` gets there.
     """
 
+    whole_bodies = False
+    """`read_view` returns at most what one chunk holds: large file bodies are streamed."""
+    direct_io = False
+    """Its views are of chunks in memory, not block-aligned: written through the page cache."""
+
     def __init__(self, blob: BinaryIO) -> None:
         head = _read_head(blob)
         self._blob = blob
@@ -258,6 +263,11 @@ def _read_head(blob: BinaryIO) -> bytes:
             break
         head += piece
     return head
+
+
+def is_compressed(head: bytes) -> bool:
+    """Whether a blob starting with `head` (its first 10 bytes or more) is compressed."""
+    return _decompressor(head) is not None
 
 
 def _decompressor(head: bytes) -> str | None:

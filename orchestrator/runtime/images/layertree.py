@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from orchestrator.runtime.images.layerwriters import (
+    WRITEBACK_EVERY,
     Data,
     FileJob,
     FileWriters,
@@ -40,7 +41,6 @@ Owner = tuple[int, int]
 Times = tuple[int, int]  # (atime_ns, mtime_ns)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_WRITEBACK_EVERY = 16 << 20  # bytes of a large file written between writeback starts
 _MAX_CACHED_DIRS = 256  # open fds; well under the usual limit of 1024
 _DEFAULT_ACL = "system.posix_acl_default"
 _ALL_MASKED = 0o7777
@@ -110,7 +110,9 @@ class LayerTree:
     every other operation first waits for the pending writes it depends on.
     """
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, direct_io: bool = False) -> None:
+        """`direct_io`: whole file bodies will be block-aligned views of a mapped
+        blob, which may be written with direct I/O (layerwriters.write_body)."""
         created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
         self._root = os.open(dest, _DIR_FLAGS)
@@ -120,7 +122,7 @@ class LayerTree:
         # other name is known not to exist, so a new entry is created without first
         # looking for something to replace. None when `dest` had contents.
         self._made: set[Parts] | None = set() if created or not os.listdir(dest) else None
-        self._writers = FileWriters()
+        self._writers = FileWriters(direct_io=direct_io)
         # What creating a file with a mode leaves of it: the umask's doing, unless
         # a default ACL decides instead (then every file gets fchmod, as if all
         # bits were masked).
@@ -270,7 +272,7 @@ class LayerTree:
                     )
                 write_all(fd, chunk)
                 left -= len(chunk)
-                if (size - left) % _WRITEBACK_EVERY < len(chunk):
+                if (size - left) % WRITEBACK_EVERY < len(chunk):
                     start_writeback(fd)  # a huge file goes to disk as it is written
             finish_file(fd, name, owner, mode, times, xattrs, self._umask)
             start_writeback(fd)

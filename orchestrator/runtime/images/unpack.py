@@ -15,17 +15,21 @@ whiteout `.wh.name` becomes a 0:0 character device `name`, and an opaque marker
 The tar is read by tarentries.py, headers only; file contents go from the
 decompressed stream to disk. The diff id (sha256 of the uncompressed tar) and
 the blob's own digest are computed while streaming, beside the thread that
-decompresses ahead (layerstream.py); a layer is never held in memory.
+decompresses ahead (layerstream.py); a layer is never held in memory. An
+uncompressed blob in a file is mapped instead (layermap.py): its file bodies
+are views of the page cache, and large ones may go to disk by direct I/O.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from orchestrator.runtime.images import tarentries
+from orchestrator.runtime.images.layermap import MappedLayer, mapped_layer
 from orchestrator.runtime.images.layerstream import DecompressedLayer
 from orchestrator.runtime.images.layertree import LayerTree, entry_parts, link_parts
 from orchestrator.runtime.images.manifest import layer_compression
@@ -36,7 +40,8 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _AUFS_META_PREFIX = ".wh..wh."
 SMALL_FILE = 1 << 20
-"""Files up to this size are read whole and handed to the writers (layerwriters.py)."""
+"""Files up to this size are read whole and handed to the writers (layerwriters.py);
+larger ones are streamed, unless the layer is mapped (layermap.py)."""
 
 
 class UnpackResult(NamedTuple):
@@ -57,23 +62,27 @@ def unpack_layer_tar(stream: BinaryIO, media_type: str, dest: Path) -> UnpackRes
     every byte of it.
     """
     layer_compression(media_type)  # refuses media types that are no (unencrypted) layer
-    with DecompressedLayer(stream) as tar_stream:
+    with mapped_layer(stream) or DecompressedLayer(stream) as tar_stream:
         size = _extract(tar_stream, Path(dest))
         tar_stream.drain()
     return UnpackResult(tar_stream.digest, size, tar_stream.blob_digest)
 
 
-def _extract(stream: DecompressedLayer, dest: Path) -> int:
+def _extract(stream: MappedLayer | DecompressedLayer, dest: Path) -> int:
     size = 0
     reader = TarReader(stream.read, stream.read_view)
-    with LayerTree(dest) as tree:
+    # Bodies up to this size are taken whole (a view or a copy); larger ones streamed.
+    largest_whole = sys.maxsize if stream.whole_bodies else SMALL_FILE
+    with LayerTree(dest, direct_io=stream.direct_io) as tree:
         for entry in reader:
-            size += _extract_entry(tree, reader, entry)
+            size += _extract_entry(tree, reader, entry, largest_whole)
         tree.finish()
     return size
 
 
-def _extract_entry(tree: LayerTree, reader: TarReader, entry: TarEntry) -> int:
+def _extract_entry(
+    tree: LayerTree, reader: TarReader, entry: TarEntry, largest_whole: int
+) -> int:
     name = entry.name
     parts = entry_parts(name)
     basename = parts[-1] if parts else ""
@@ -89,7 +98,7 @@ def _extract_entry(tree: LayerTree, reader: TarReader, entry: TarEntry) -> int:
                 raise StackError(f"layer entry {name!r} is not a valid whiteout")
             tree.whiteout(parts[:-1] + (hidden,), name, entry.uid, entry.gid, _times(entry))
             return 0
-        return _write_entry(tree, reader, entry, parts)
+        return _write_entry(tree, reader, entry, parts, largest_whole)
     except OSError as error:
         if error.errno is None:
             raise  # a decompression error surfacing through the tar reader
@@ -97,7 +106,8 @@ def _extract_entry(tree: LayerTree, reader: TarReader, entry: TarEntry) -> int:
 
 
 def _write_entry(
-    tree: LayerTree, reader: TarReader, entry: TarEntry, parts: tuple[str, ...]
+    tree: LayerTree, reader: TarReader, entry: TarEntry, parts: tuple[str, ...],
+    largest_whole: int,
 ) -> int:
     name = entry.name
     kind = entry.kind
@@ -106,8 +116,8 @@ def _write_entry(
     times = _times(entry)
     xattrs = _xattrs(entry)
     if kind == tarentries.REGULAR:
-        # Small files are read whole, for a writer thread; big ones are streamed.
-        body = reader.body() if entry.size <= SMALL_FILE else reader.read_body
+        # Taken whole, a body may go to a writer thread; else it is streamed here.
+        body = reader.body() if entry.size <= largest_whole else reader.read_body
         tree.write_file(parts, name, body, entry.size, owner, mode, times, xattrs)
         return entry.size
     if kind == tarentries.DIRECTORY:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import tempfile
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -69,3 +71,19 @@ MEDIA_TYPES = {
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
     "plain": "application/vnd.oci.image.layer.v1.tar",
 }
+
+
+BLOB_SOURCES = ("memory", "file")
+"""How the unpacker may be given a blob: a stream it reads (compressed layers,
+pipes), or a file of the store, which an uncompressed layer is mapped from."""
+
+
+def blob_stream(data: bytes, source: str) -> BinaryIO:
+    """`data` as the unpacker gets it from `source` (one of BLOB_SOURCES); a file
+    is a nameless temporary one, which writes nothing beside the layer."""
+    if source == "memory":
+        return io.BytesIO(data)
+    blob = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed by the caller
+    blob.write(data)
+    blob.seek(0)
+    return cast(BinaryIO, blob)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import io
 import lzma
 import os
 import stat
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 from layer_builder import (
+    BLOB_SOURCES,
     MEDIA_TYPES,
     MTIME,
+    blob_stream,
     compress,
     directory,
     file,
@@ -30,9 +32,19 @@ from orchestrator.spec.errors import StackError
 CAP_NET_BIND_SERVICE = b"\x01\x00\x00\x02\x00\x04\x00\x00" + b"\x00" * 12
 
 
+@pytest.fixture(autouse=True, params=BLOB_SOURCES)
+def blob_source(request, monkeypatch):
+    """Every test runs on a blob read as a stream and on one mapped from a file."""
+    monkeypatch.setattr(sys.modules[__name__], "SOURCE", request.param)
+
+
+SOURCE = "memory"
+
+
 def unpack(tmp_path: Path, data: bytes, media_type: str = MEDIA_TYPES["plain"]):
     dest = tmp_path / "layer"
-    return dest, unpack_layer_tar(io.BytesIO(data), media_type, dest)
+    with blob_stream(data, SOURCE) as stream:
+        return dest, unpack_layer_tar(stream, media_type, dest)
 
 
 def sha256(data: bytes) -> str:

@@ -6,13 +6,22 @@ when the entries that depend on them (replacements, links, children) come.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
-from layer_builder import MEDIA_TYPES, directory, file, hardlink, symlink, tar
+from layer_builder import (
+    BLOB_SOURCES,
+    MEDIA_TYPES,
+    blob_stream,
+    directory,
+    file,
+    hardlink,
+    symlink,
+    tar,
+)
 
 from orchestrator.runtime.images import layerwriters
 from orchestrator.runtime.images.unpack import SMALL_FILE, unpack_layer_tar
@@ -21,12 +30,25 @@ from orchestrator.spec.errors import StackError
 
 @pytest.fixture(autouse=True, params=[0, 1, 3], ids=lambda n: f"{n}-writers")
 def writer_threads(request, monkeypatch):
-    """Every rule holds however many writer threads the machine's cores get."""
+    """Every rule holds however many writer threads the machine's cores get, and
+    with every body handed to them (as where there are cores to spare)."""
     monkeypatch.setattr(layerwriters, "WORKERS", request.param)
+    monkeypatch.setattr(layerwriters, "OFFLOAD_FROM", 0)
+
+
+@pytest.fixture(autouse=True, params=BLOB_SOURCES)
+def blob_source(request, monkeypatch):
+    """From a stream, and mapped from a file (where bodies are views, large ones
+    taken whole and written with direct I/O)."""
+    monkeypatch.setattr(sys.modules[__name__], "SOURCE", request.param)
+
+
+SOURCE = "memory"
 
 
 def unpack(dest: Path, data: bytes):
-    return unpack_layer_tar(io.BytesIO(data), MEDIA_TYPES["plain"], dest)
+    with blob_stream(data, SOURCE) as stream:
+        return unpack_layer_tar(stream, MEDIA_TYPES["plain"], dest)
 
 
 def many(prefix: str, count: int = 300) -> list:
@@ -41,7 +63,7 @@ def test_every_file_of_a_many_file_layer_has_its_content_and_metadata(tmp_path):
         file(f"d/f{n}", contents[n], uid=n, gid=n + 1, mode=0o640 + n % 2, mtime=n)
         for n in range(500)
     ]
-    big = os.urandom(3 * SMALL_FILE + 12345)  # streamed, not handed to a writer thread
+    big = os.urandom(3 * SMALL_FILE + 12345)  # streamed, or handed whole to a writer if mapped
     members.append(file("d/big", big, mode=0o755))
     unpack(tmp_path / "layer", tar(*members))
     for n in range(500):
