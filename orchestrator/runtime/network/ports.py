@@ -158,16 +158,29 @@ def _address(text: str) -> str:
 
 
 def process_of_socket(inode: int) -> str:
-    """`name (pid N)` of a process holding the socket, or "" when none can be found."""
+    """`name (pid N)` of a process holding the socket, or "" when none can be found.
+
+    Processes open and close descriptors while they are looked through: one that
+    vanished between listing and reading is skipped alone, not with the rest of
+    its process (a busy holder was otherwise missed now and then).
+    """
     target = f"socket:[{inode}]"
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    with open(f"/proc/{pid}/comm") as comm:
-                        return f"{comm.read().strip()} (pid {pid})"
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
-            continue
+            continue  # exited meanwhile
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != target:
+                    continue
+            except OSError:
+                continue  # closed meanwhile
+            try:
+                with open(f"/proc/{pid}/comm") as comm:
+                    return f"{comm.read().strip()} (pid {pid})"
+            except OSError:
+                return f"pid {pid}"
     return ""
