@@ -55,6 +55,7 @@ def exec_child(
         os._exit(0)
     use_stdio(stdio, process.tty)
     path, argv = launcher.become_process(process)
+    launcher.default_signals()
     os.execve(path, argv, environment_of(process))
 
 

@@ -164,6 +164,7 @@ class KeeperLaunches:
             os.write(report, b"ready\n")
             if os.read(go, 1) != b"g":
                 os._exit(1)
+        launcher.default_signals()
         os.execve(path, argv, environment_of(process))
 
     def _read_launch(self, launch: Launch) -> None:

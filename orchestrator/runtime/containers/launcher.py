@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -314,6 +315,24 @@ def become_process(process: ProcessSpec, *, keep_fds: tuple[int, ...] = ()) -> t
         linux.capset(keep, keep, 0)
     os.chdir(process.cwd)
     return executable, [os.fsencode(a) for a in process.argv]
+
+
+def default_signals() -> None:
+    """Every signal at its default action and none blocked, as the process about
+    to `execve` should start, as under Docker.
+
+    An exec resets the signals a process catches, but keeps those it ignores
+    and blocks. The keeper ignores SIGPIPE (so does any Python program), and
+    whatever started the engine may ignore more (`nohup` ignores SIGHUP; systemd
+    ignores SIGPIPE). Inherited, SIGPIPE ignored turns `yes | head -1` into write
+    errors, and a shell cannot even trap a signal that was ignored when it
+    started: `trap ... HUP` silently did nothing, and SIGHUP never reached it.
+    Called last before `execve`, so that nothing in between dies of them.
+    """
+    for number in signal.valid_signals():
+        if signal.getsignal(number) is signal.SIG_IGN:
+            signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def _bounding_set() -> int:

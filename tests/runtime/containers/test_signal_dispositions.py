@@ -1,0 +1,88 @@
+"""A container's processes start with every signal at its default action and none
+blocked, whatever the keeper or the engine's own starter ignored (Python ignores
+SIGPIPE; `nohup` ignores SIGHUP; systemd ignores SIGPIPE)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from support.containers import ServiceRunner
+from support.images import busybox_image, write_docker_archive_classic
+
+from orchestrator.runtime.images.exchange import load_archive
+from orchestrator.runtime.images.store import ImageStore
+
+pytestmark = pytest.mark.trio
+
+NOTHING = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+SHOW_SIGNALS = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+
+
+async def test_the_main_process_and_an_exec_ignore_and_block_no_signal(runner: ServiceRunner):
+    ran = await runner.run("""
+        services:
+          app: {image: busybox, command: [grep, -E, "^Sig(Blk|Ign)", /proc/self/status]}
+    """)
+    assert ran.stdout == NOTHING
+    container = await runner.start("""
+        services:
+          idle: {image: busybox, command: sleep 30}
+    """)
+    code, stdout, _ = await runner.exec(container, SHOW_SIGNALS)
+    assert (code, stdout) == (0, NOTHING)
+
+
+async def test_a_pipe_reader_that_goes_away_ends_the_writer_quietly(runner: ServiceRunner):
+    ran = await runner.run("""
+        services:
+          app: {image: busybox, command: sh -c 'yes | head -n 1'}
+    """)
+    assert ran.exit_code == 0
+    assert ran.stdout == "y\n"
+    assert ran.stderr == ""  # no "write error: Broken pipe" from yes
+
+
+@pytest.fixture
+async def runner_started_under_nohup(tmp_path: Path) -> AsyncIterator[ServiceRunner]:
+    """A state root of its own, whose keeper starts while SIGHUP is ignored, as it is
+    for an engine started with `nohup stackd`."""
+    root = tmp_path / "root"
+    with ImageStore(root / "images") as store:
+        load_archive(store, str(write_docker_archive_classic(tmp_path / "busybox.tar",
+                                                             [busybox_image()])))
+    runner = ServiceRunner(root, project_dir=tmp_path)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        await runner.runtime.keeper.request({"op": "held"})  # starts the keeper
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        yield runner
+    finally:
+        await runner.remove_all()
+        await runner.runtime.shutdown_keeper()
+
+
+async def test_a_shell_traps_sighup_when_the_engine_was_started_under_nohup(
+    runner_started_under_nohup: ServiceRunner,
+):
+    runner = runner_started_under_nohup
+    container = await runner.start("""
+        services:
+          app:
+            image: busybox
+            command: >-
+              sh -c 'trap "echo hup; exit 7" HUP; echo ready;
+              while :; do sleep 1 & wait; done'
+    """)
+    with trio.fail_after(10):
+        while "ready" not in runner.output(container.id)[0]:
+            await trio.sleep(0.02)
+    await runner.runtime.kill(container.id, "SIGHUP")
+    with trio.fail_after(5):
+        state = await runner.runtime.wait(container.id)
+    assert state.exit_code == 7
