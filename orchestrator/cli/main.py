@@ -239,6 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     except BrokenPipeError:
         return 0
+    except OSError as error:
+        # The machine said no (a full disk, a permission, a file gone): one line, as
+        # for a user's mistake, not a traceback.
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     raise AssertionError(f"unhandled command {args.command}")  # argparse guarantees a command
 
 

@@ -71,7 +71,12 @@ class LayerStore:
             found = self._find(digest, parent, diff_id)
             if found is not None:
                 return found
-            return self._unpack_new(digest, media_type, parent, diff_id)
+            try:
+                return self._unpack_new(digest, media_type, parent, diff_id)
+            except OSError as error:  # the disk: full, read-only, failing
+                raise StackError(
+                    f"cannot unpack layer {digest} in {self.dir}: {error.strerror or error}"
+                ) from None
 
     def unpack_image(
         self, layers: list[tuple[str, str, str]], threads: int = UNPACK_THREADS

@@ -8,6 +8,7 @@ which the store removes when it is next opened.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -70,7 +71,10 @@ class BlobWriter:
     def write(self, data: bytes) -> None:
         if self.digest is not None:
             raise ValueError("blob already committed")
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as error:
+            raise self._cannot_store(error) from None
         self._hash.update(data)
         self.size += len(data)
 
@@ -86,21 +90,37 @@ class BlobWriter:
                 f"{actual})",
                 hint="the download was truncated or the source is corrupt; try again",
             )
-        self._file.flush()
-        os.fchmod(self._file.fileno(), 0o644)
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._temp, self._blobs / actual.removeprefix("sha256:"))
-        fsync_dir(self._blobs)
+        try:
+            self._file.flush()
+            os.fchmod(self._file.fileno(), 0o644)
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._temp, self._blobs / actual.removeprefix("sha256:"))
+            fsync_dir(self._blobs)
+        except OSError as error:
+            self.abort()
+            raise self._cannot_store(error) from None
         self.digest = actual
         return actual
 
     def abort(self) -> None:
         """Drop what was written (nothing happens after a commit)."""
         if self.digest is None:
-            self._file.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._temp.unlink()
+            try:
+                self._file.close()  # may try to flush into a full disk again
+            except OSError:
+                pass
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    self._temp.unlink()
+
+    def _cannot_store(self, error: OSError) -> StackError:
+        """A disk that is full, read-only or failing, said in one line."""
+        blob = f"blob {self.expected}" if self.expected else "a blob"
+        return StackError(
+            f"cannot store {blob} in {self._blobs.parent}: {error.strerror or error}",
+            hint="free some space there and try again" if error.errno == errno.ENOSPC else None,
+        )
 
     def __enter__(self) -> BlobWriter:
         return self

@@ -4,6 +4,7 @@ line naming the entry, and leaves the store as it was, and usable."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from layer_builder import MEDIA_TYPES, compress, file, tar
+from support.images import multilayer_image, write_docker_archive_classic
+from support.stack_cli import STACK_COMMAND
 
 from orchestrator.runtime.images.store import ImageStore
 from orchestrator.spec.errors import StackError
@@ -29,6 +32,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write into `path` until the disk is full."""
+    with path.open("wb", buffering=0) as padding:
+        try:
+            while True:
+                padding.write(bytes(64 * 1024))
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
 
 
 def listing(root: Path) -> list[str]:
@@ -59,10 +72,25 @@ def test_a_layer_too_big_for_the_disk_fails_in_one_line_and_changes_nothing(
     assert store.read_blob(big) == compress(tar(file("data/big", content)), compression)
 
 
-def test_a_blob_too_big_for_the_disk_is_not_stored(small_disk):
+def test_a_blob_too_big_for_the_disk_is_one_line_and_not_stored(small_disk):
     store = ImageStore(small_disk / "images")
     before = listing(store.root)
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(StackError) as caught:
         store.put_blob(os.urandom(8 * MB))
-    assert caught.value.errno == 28  # ENOSPC
+    message = str(caught.value)
+    assert "cannot store a blob" in message and "No space left on device" in message
+    assert "\n" not in message
     assert listing(store.root) == before
+    assert store.read_blob(store.put_blob(b"still usable")) == b"still usable"
+
+
+def test_image_load_onto_a_full_disk_is_one_error_line(small_disk, tmp_path):
+    archive = write_docker_archive_classic(tmp_path / "image.tar", [multilayer_image()])
+    fill(small_disk / "padding")
+    env = {**os.environ, "STACK_ROOT": str(small_disk / "root")}
+    loaded = subprocess.run([*STACK_COMMAND, "image", "load", "-i", str(archive)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 1
+    assert loaded.stderr.startswith("error: cannot ")
+    assert "No space left on device" in loaded.stderr
+    assert loaded.stderr.count("\n") == 1, loaded.stderr  # one line, no traceback
