@@ -37,6 +37,10 @@ from orchestrator.runtime.containers.launchspec import LaunchSpec, Mount, Proces
 OLD_ROOT = "/.stack-oldroot"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 INIT_PATH = "/dev/init"
+UMASK = 0o022
+"""Docker's (runc's), for what a container makes and runs, rather than whatever the
+shell that started the engine had: with 077 there, a file one container writes
+into a shared volume would be unreadable to another container's user."""
 
 NAMESPACE_FLAGS = {
     "ipc": linux.CLONE_NEWIPC,
@@ -84,6 +88,7 @@ def build_container(
     copy_into_volume: Callable[[Path, Path], bool],
 ) -> None:
     """Second child (PID 1 of the container): every mount, then pivot into the root."""
+    os.umask(UMASK)  # for the bind sources and mount points made here too
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     for mount in spec.mounts:
         if mount.kind == "bind" and mount.create_source and not os.path.lexists(mount.source):
@@ -294,6 +299,7 @@ RLIMITS = {
 
 def become_process(process: ProcessSpec, *, keep_fds: tuple[int, ...] = ()) -> tuple[str, list]:
     """Drop to the process's user and capabilities; return (path, argv) ready to exec."""
+    os.umask(UMASK)
     for limit in process.rlimits:
         resource.setrlimit(RLIMITS[limit.name], (limit.soft, limit.hard))
     os.setgroups(list(process.additional_gids))
