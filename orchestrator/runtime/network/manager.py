@@ -161,6 +161,9 @@ class NetworkManager:
             # Ports go with the first network (the one with the default route), as Docker
             # publishes through the container's primary address.
             published = [] if not networks or networks[0].internal else list(ports)
+            if published:
+                for key, holder in nftables.ports_of_other_roots(self.owner).items():
+                    taken.setdefault(key, f"{holder} of another state root on this host")
             chosen = choose_host_ports(service or container_name, published, taken)
             reservation = Reservation()
             for index, (attachment, network) in enumerate(zip(ordered, networks, strict=True)):

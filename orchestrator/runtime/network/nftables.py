@@ -45,7 +45,7 @@ import subprocess
 from collections.abc import Collection, Iterable
 
 from orchestrator.runtime.network.nft_rules import FAMILY, LEGACY_TABLE
-from orchestrator.runtime.network.owner import MARK_PREFIX, Owner
+from orchestrator.runtime.network.owner import MARK_PREFIX, TABLE_PREFIX, Owner
 from orchestrator.spec.errors import StackError
 
 DOCKER_USER = "DOCKER-USER"
@@ -114,6 +114,34 @@ def current_ruleset(table: str) -> str | None:
     if f"table {FAMILY} {table}" not in tables.splitlines():
         return None
     return _nft(["list", "table", FAMILY, table], doing="list the network ruleset")
+
+
+# The comment of a DNAT rule, as nft_rules.PortRule.dnat_rule writes it (and nft lists it).
+_PUBLISHED = re.compile(r'comment "(\S+) (tcp|udp) ([0-9.]+):(\d+) -> \d+"')
+
+
+def ports_of_other_roots(owner: Owner) -> dict[tuple[str, str, int], str]:
+    """The host ports other state roots on this host publish, (protocol, host address
+    or "" for any, port) -> the container's name, read from their tables' DNAT rules.
+
+    Two engines publishing one port would both rewrite its packets, and which one
+    wins is nobody's choice; the port's holder is also no listening socket that the
+    usual check could see. A table that vanishes while read is skipped.
+    """
+    tables = _nft(["list", "tables", FAMILY], doing="list nftables tables")
+    found: dict[tuple[str, str, int], str] = {}
+    for line in tables.splitlines():
+        table = line.removeprefix(f"table {FAMILY} ")
+        if not table.startswith(TABLE_PREFIX) or table == owner.table:
+            continue
+        try:
+            chain = _nft(["list", "chain", FAMILY, table, "published_ports"],
+                         doing="list another state root's published ports")
+        except StackError:
+            continue
+        for container, protocol, address, port in _PUBLISHED.findall(chain):
+            found[(protocol, "" if address == "0.0.0.0" else address, int(port))] = container
+    return found
 
 
 def remove_legacy_table(ours: Collection[str]) -> bool:

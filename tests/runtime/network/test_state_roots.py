@@ -22,6 +22,7 @@ from support.host_network import (
 from orchestrator.runtime.containers.state import container_ids
 from orchestrator.runtime.network import links
 from orchestrator.runtime.network.manager import NetworkManager
+from orchestrator.spec.errors import StackError
 
 pytestmark = pytest.mark.trio
 
@@ -113,3 +114,28 @@ async def test_two_state_roots_keep_their_own_bridges_tables_and_ports(
         assert await fetch(f"http://127.0.0.1:{ours}/") == "published\n"
         assert await fetch(f"http://{host_address()}:{ours}/") == "published\n"
 
+
+
+async def test_a_port_another_state_root_publishes_is_one_error_naming_its_container(
+    netrunner: ServiceRunner, neighbour: ServiceRunner
+):
+    port = free_port()
+    other = await neighbour.start(HTTP_SERVICE.format(ports=f"{port}:8080"), "web")
+    before = container_ids(netrunner.runtime.root)
+    with pytest.raises(StackError) as raised:
+        await netrunner.start(HTTP_SERVICE.format(ports=f"{port}:8080"), "web")
+    message = str(raised.value)
+    holder = neighbour.runtime.get(other.id).name
+    assert (f"tcp port {port} is already in use by container {holder} "
+            "of another state root on this host") in message
+    assert "\n" not in message
+    assert container_ids(netrunner.runtime.root) == before
+    assert await fetch(f"http://127.0.0.1:{port}/") == "published\n"  # still the neighbour's
+
+    # Once the neighbour lets it go, it is ours to publish.
+    await neighbour.runtime.remove(other.id, force=True)
+    assert neighbour.networks is not None
+    await neighbour.networks.release(other.id)
+    await netrunner.start(HTTP_SERVICE.format(ports=f"{port}:8080"), "web")
+    with trio.fail_after(10):
+        assert await fetch(f"http://127.0.0.1:{port}/") == "published\n"
