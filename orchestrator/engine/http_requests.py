@@ -134,7 +134,7 @@ async def _call(route: Route, request: Request) -> Result:
         if isinstance(result, Response) and result.body is not None:
             if result.status in (204, 304) or result.status < 200:
                 raise TypeError(f"a {result.status} answer cannot have a body")
-            json_bytes(result.body)  # a body that cannot be sent is our fault: a 500
+            result.encoded = json_bytes(result.body)  # if it cannot be, our fault: a 500
         if not isinstance(result, Response | Stream | Upgrade):
             raise TypeError(f"handler returned {type(result).__name__}, not a Response")
         return result

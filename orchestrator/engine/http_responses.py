@@ -66,7 +66,7 @@ async def send_response(
     if response.body is None:
         data = b""
     else:
-        data = json_bytes(response.body)
+        data = response.encoded if response.encoded is not None else json_bytes(response.body)
         headers.append(("Content-Type", "application/json"))
     if response.status not in (204, 304):
         headers.append(("Content-Length", str(len(data))))

@@ -152,6 +152,9 @@ class Response:
     body: Any = None  # JSON-able; None sends no body (use with 204)
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # The body as sent, once encoded: the server encodes it before sending, to answer
+    # a body that cannot be encoded with a 500, and then sends those same bytes.
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
 
 Send = Callable[[Any], Awaitable[None]]

@@ -123,7 +123,7 @@ async def _ensure_resources(engine: Engine, record: ProjectRecord, service: str,
     desired = Desired(project=record.name, model=record.model,
                       config_hashes=record.config_hashes, services=(service,),
                       options=UpOptions(no_deps=True, no_start=True))
-    existing = Actual(networks=frozenset(n.name for n in engine.networks.list()),
+    existing = Actual(networks=frozenset(engine.networks.names()),
                       volumes=frozenset(v.name for v in engine.volumes.list()))
     plan = plan_up(desired, existing)
     resources = [a for a in plan.actions if a.kind in ("ensure_network", "ensure_volume")]

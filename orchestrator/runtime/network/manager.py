@@ -128,6 +128,9 @@ class NetworkManager:
     def list(self) -> list[Network]:
         return self.store.list()
 
+    def names(self) -> list[str]:
+        return self.store.names()
+
     def get(self, name: str) -> Network:
         return self.store.get(name)
 

@@ -139,3 +139,19 @@ async def test_a_port_another_state_root_publishes_is_one_error_naming_its_conta
     await netrunner.start(HTTP_SERVICE.format(ports=f"{port}:8080"), "web")
     with trio.fail_after(10):
         assert await fetch(f"http://127.0.0.1:{port}/") == "published\n"
+
+
+async def test_network_names_come_from_the_records_without_reading_them(
+    netrunner: ServiceRunner,
+):
+    assert netrunner.networks is not None
+    await netrunner.create_networks("""
+        services:
+          app: {image: busybox, networks: [front, back]}
+        networks:
+          front: {}
+          back: {internal: true}
+    """)
+    names = netrunner.networks.names()
+    assert names == sorted(network.name for network in netrunner.networks.list())
+    assert {f"{netrunner.project}_front", f"{netrunner.project}_back"} <= set(names)
