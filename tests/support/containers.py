@@ -42,6 +42,17 @@ class Ran:
         return self.state.exit_code
 
 
+TRAPS_SIGHUP = """
+    services:
+      app:
+        image: busybox
+        command: >-
+          sh -c 'trap "echo hup; exit 7" HUP; echo ready;
+          while :; do sleep 1 & wait; done'
+"""
+"""A service that prints "ready" once its trap is set, and exits 7 on SIGHUP."""
+
+
 class ServiceRunner:
     def __init__(
         self, state_root: Path, project_dir: Path, project: str = "test",

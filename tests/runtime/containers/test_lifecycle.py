@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.containers import ServiceRunner
+from support.containers import TRAPS_SIGHUP, ServiceRunner
 
 from orchestrator.runtime.containers.runtime import ContainerError, ContainerRuntime
 from orchestrator.runtime.containers.state import is_alive
@@ -131,14 +131,7 @@ async def test_stop_with_a_timeout_overrides_the_grace_period(runner: ServiceRun
 
 
 async def test_kill_sends_the_signal_asked_for(runner: ServiceRunner):
-    container = await runner.start("""
-        services:
-          app:
-            image: busybox
-            command: >-
-              sh -c 'trap "echo hup; exit 7" HUP; echo ready;
-              while :; do sleep 1 & wait; done'
-    """)
+    container = await runner.start(TRAPS_SIGHUP)
     await wait_for_output(runner, container.id, "ready")
     await runner.runtime.kill(container.id, "SIGHUP")
     with trio.fail_after(5):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from support.containers import ServiceRunner
+from support.containers import TRAPS_SIGHUP, ServiceRunner
 from support.images import busybox_image, write_docker_archive_classic
 
 from orchestrator.runtime.images.exchange import load_archive
@@ -76,14 +76,7 @@ async def test_a_shell_traps_sighup_when_the_engine_was_started_under_nohup(
     runner_started_under_nohup: ServiceRunner,
 ):
     runner = runner_started_under_nohup
-    container = await runner.start("""
-        services:
-          app:
-            image: busybox
-            command: >-
-              sh -c 'trap "echo hup; exit 7" HUP; echo ready;
-              while :; do sleep 1 & wait; done'
-    """)
+    container = await runner.start(TRAPS_SIGHUP)
     with trio.fail_after(10):
         while "ready" not in runner.output(container.id)[0]:
             await trio.sleep(0.02)
